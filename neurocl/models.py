@@ -1,0 +1,122 @@
+"""Model presets, the model registry, and saving/loading models with their constraints."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from .config import ConfigError, load_yaml, validate
+from .nets.base import Model
+from .nets.lstm import LSTM, LSTMConfig
+from .nets.mlp import MLP, MLPConfig
+from .sim.config import EIRNNConfig
+from .sim.ei_rnn import EIRNN
+
+# kind -> (config class, model class); other modules add kinds with register_model.
+MODEL_KINDS: dict[str, tuple[type[BaseModel], type[Model]]] = {
+    "ei-rnn": (EIRNNConfig, EIRNN),
+    "lstm": (LSTMConfig, LSTM),
+    "mlp": (MLPConfig, MLP),
+}
+
+
+def register_model(kind: str, config_cls: type[BaseModel], model_cls: type[Model]) -> None:
+    MODEL_KINDS[kind] = (config_cls, model_cls)
+
+
+def _ensure_extensions() -> None:
+    # Model kinds defined next to the rules that need them (e.g. supermask layers).
+    try:
+        import neurocl.nets.masked  # noqa: F401
+    except ImportError:
+        pass
+
+
+def preset_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("NEUROCL_MODELS", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "models")
+    return dirs
+
+
+def preset_names() -> list[str]:
+    names = set()
+    for d in preset_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_preset(name: str) -> Path:
+    for d in preset_dirs():
+        path = d / f"{name}.yaml"
+        if path.is_file():
+            return path
+    close = difflib.get_close_matches(name, preset_names(), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (available: {', '.join(preset_names())})"
+    raise ConfigError([f"model preset '{name}' not found{hint}"])
+
+
+def model_config_class(kind: Any) -> type[BaseModel]:
+    _ensure_extensions()
+    if kind not in MODEL_KINDS:
+        close = difflib.get_close_matches(str(kind), MODEL_KINDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(MODEL_KINDS)})"
+        raise ConfigError([f"model kind '{kind}' is unknown{hint}"])
+    return MODEL_KINDS[kind][0]
+
+
+def resolve_model_config(spec: Any, overrides: dict | None = None, source: str = "model") -> BaseModel:
+    """A preset name, a YAML path, a dict or a config object -> a validated config.
+
+    A dict may name a preset under ``preset`` and override some of its keys.
+    """
+    located = None
+    if isinstance(spec, BaseModel):
+        data = spec.model_dump()
+    elif isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if not (str(spec).endswith((".yaml", ".yml")) or path.is_file()):
+            path = find_preset(str(spec))
+        located = load_yaml(path)
+        data = copy.deepcopy(located.data)
+    elif isinstance(spec, dict):
+        data = copy.deepcopy(spec)
+        if "preset" in data:
+            base = resolve_model_config(data.pop("preset")).model_dump()
+            base.update(data)
+            data = base
+    else:
+        raise ConfigError([f"{source}: expected a preset name, a YAML path or a mapping, got {type(spec).__name__}"])
+    if overrides:
+        data.update(overrides)
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: a model must be a mapping"])
+    cls = model_config_class(data.get("kind", "ei-rnn"))
+    return validate(cls, data, located, source)
+
+
+def build_model(spec: Any = "ei-rnn-64", seed: int = 0, **overrides) -> Model:
+    """Build a model from a preset name (``models/NAME.yaml``), a YAML path, a dict or a config."""
+    cfg = resolve_model_config(spec, overrides or None)
+    _ensure_extensions()
+    return MODEL_KINDS[cfg.kind][1](cfg, seed=seed)
+
+
+def save_model(model: Model, path: str | Path) -> None:
+    """Save config, seed and every tensor (masks and fixed synapses included)."""
+    from .store import atomic_torch_save
+
+    atomic_torch_save({"config": model.config.model_dump(mode="json"), "seed": model.seed, "state": model.state_dict()}, path)
+
+
+def load_model(path: str | Path) -> Model:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(blob["config"], seed=blob["seed"])
+    model.load_state_dict(blob["state"])
+    return model

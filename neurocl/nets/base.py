@@ -1,0 +1,51 @@
+"""What every neurocl model offers the runner, the rules and the analyses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    """Base class: ``model(u)`` maps (batch, time, n_in) to (batch, time, n_out).
+
+    Subclasses set ``config`` (their pydantic config) and ``seed``, and implement
+    :meth:`effective_weights` (what the forward pass really uses).
+    """
+
+    config: Any
+    seed: int
+
+    @property
+    def n_out(self) -> int:
+        return self.config.n_out
+
+    @property
+    def output_mode(self) -> str:
+        """'last': the loss reads the last step; 'all': every step (with a per-step mask)."""
+        return getattr(self.config, "output", "last")
+
+    def effective_weights(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def plasticity_masks(self) -> dict[str, torch.Tensor]:
+        """Per trainable parameter, a 0/1 mask of the entries training may change.
+
+        Parameters absent from the dict are plastic everywhere. Rules use this so that
+        importance, anchors and step scales never touch absent or fixed synapses.
+        """
+        return {}
+
+    def weight_parameter_names(self) -> list[str]:
+        """Trainable weight matrices (not biases, not initial states)."""
+        return [n for n, p in self.named_parameters() if p.requires_grad and p.dim() >= 2]
+
+    def regulariser(self, loss: torch.Tensor, states: dict[str, Any] | None) -> torch.Tensor:
+        """An extra loss term the model asks for (0 unless configured)."""
+        return loss.new_zeros(())
+
+    def check_constraints(self) -> list[str]:
+        """Violated constraints, as readable messages (empty when all hold)."""
+        return []

@@ -1,0 +1,167 @@
+"""The E/I rate network, torch backend.
+
+Per step (batch first, a = dt / tau)::
+
+    x_t = (1 - a) x_{t-1} + a (W_rec_eff r_{t-1} + b_rec + W_in_eff u~_t) + sqrt(2 a) sigma_rec xi_t
+    r_t = f(x_t),   z_t = W_out_eff r_t + b_out
+    u~_t = [u_t + sqrt(2 tau_in / dt) sigma_in xi'_t]_+
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nets.base import Model
+from .activations import ACTIVATIONS, activation_derivative
+from .config import EIRNNConfig
+from .connectivity import initial_network
+from .weights import effective_weights
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class EIRNN(Model):
+    def __init__(self, config: EIRNNConfig, seed: int = 0):
+        super().__init__()
+        self.config = config
+        self.seed = int(seed)
+        dtype = DTYPES[config.dtype]
+        init = initial_network(config, self.seed)
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
+        tr = config.trainable
+
+        self.register_buffer("sign", t(init.sign))
+        self.register_buffer("connectivity_mask", t(init.connectivity))
+        self.register_buffer("plastic_mask", t(init.plastic))
+        # Fixed synapses keep their initial raw value outside the trainable parameter.
+        self.register_buffer("w_fixed", t(init.w_rec_raw * (init.connectivity - init.plastic)))
+
+        self.W_in = nn.Parameter(t(init.w_in_raw), requires_grad=tr.W_in)
+        self.W_rec = nn.Parameter(t(init.w_rec_raw * init.plastic), requires_grad=tr.W_rec)
+        self.W_out = nn.Parameter(t(init.w_out_raw), requires_grad=tr.W_out)
+        self.b_rec = nn.Parameter(torch.zeros(config.n, dtype=dtype), requires_grad=tr.b_rec)
+        self.b_out = nn.Parameter(torch.zeros(config.n_out, dtype=dtype), requires_grad=tr.b_out)
+        self.x0 = nn.Parameter(torch.full((config.n,), config.x0_init, dtype=dtype), requires_grad=tr.x0)
+        self.noise = True  # set False to simulate the deterministic network
+
+    # ---------------------------------------------------------------- weights
+    def effective_weights(self) -> dict[str, torch.Tensor]:
+        c = self.config
+        return effective_weights(
+            W_in=self.W_in, W_rec=self.W_rec, W_out=self.W_out,
+            plastic=self.plastic_mask, w_fixed=self.w_fixed, sign=self.sign,
+            phi=c.phi, constraint=c.constraint, readout=c.readout,
+        )
+
+    def plasticity_masks(self) -> dict[str, torch.Tensor]:
+        return {"W_rec": self.plastic_mask}
+
+    @property
+    def alpha(self) -> float:
+        return self.config.dt / self.config.tau
+
+    def check_constraints(self) -> list[str]:
+        problems = []
+        with torch.no_grad():
+            w = self.effective_weights()
+            absent = self.connectivity_mask == 0
+            if torch.any(w["W_rec"][absent] != 0):
+                problems.append("absent recurrent connections are not exactly 0")
+            if self.config.constraint == "dale":
+                exc, inh = self.sign > 0, self.sign < 0
+                if torch.any(w["W_rec"][:, exc] < 0) or torch.any(w["W_out"][:, exc] < 0):
+                    problems.append("an excitatory unit has a negative outgoing weight")
+                if torch.any(w["W_rec"][:, inh] > 0) or torch.any(w["W_out"][:, inh] > 0):
+                    problems.append("an inhibitory unit has a positive outgoing weight")
+                if torch.any(w["W_in"] < 0):
+                    problems.append("an input weight is negative")
+        return problems
+
+    # ---------------------------------------------------------------- dynamics
+    def draw_noise(self, batch: int, steps: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Standard-normal noise for one batch (scaled inside the forward pass)."""
+        dev, dt = self.W_rec.device, self.W_rec.dtype
+        c = self.config
+        return {
+            "rec": torch.randn(batch, steps, c.n, generator=generator, device=dev, dtype=dt),
+            "in": torch.randn(batch, steps, c.n_in, generator=generator, device=dev, dtype=dt),
+        }
+
+    def forward(self, u: torch.Tensor, noise: Any = None, return_states: bool = False):
+        """u: (batch, time, n_in) -> z: (batch, time, n_out).
+
+        ``noise``: None draws fresh noise (when ``self.noise``), False disables it, or a dict
+        ``{"rec": (B, T, n), "in": (B, T, n_in)}`` of standard normals to use.
+        """
+        c = self.config
+        if u.dim() == 2:
+            u = u[:, None, :]
+        u = u.to(self.W_rec.dtype)
+        batch, steps, _ = u.shape
+        if noise is None:
+            noise = self.draw_noise(batch, steps) if self.noise else False
+        w = self.effective_weights()
+        a = self.alpha
+        f = ACTIVATIONS[c.activation]
+
+        u_tilde = u
+        if noise is not False and c.sigma_in > 0:
+            u_tilde = u + math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in * noise["in"]
+        if c.rectify_inputs:
+            u_tilde = torch.relu(u_tilde)
+        drive = u_tilde @ w["W_in"].T + self.b_rec  # (B, T, n)
+        if noise is not False and c.sigma_rec > 0:
+            rec_noise = math.sqrt(2 * a) * c.sigma_rec * noise["rec"]
+        else:
+            rec_noise = None
+
+        x = self.x0.expand(batch, c.n)
+        r = f(x)
+        xs, rs = [], []
+        w_rec_t = w["W_rec"].T
+        for t in range(steps):
+            x = (1 - a) * x + a * (r @ w_rec_t + drive[:, t])
+            if rec_noise is not None:
+                x = x + rec_noise[:, t]
+            r = f(x)
+            xs.append(x)
+            rs.append(r)
+        r_all = torch.stack(rs, dim=1)
+        z = r_all @ w["W_out"].T + self.b_out
+        if return_states:
+            return z, {"x": xs, "r": r_all}
+        return z
+
+    # ---------------------------------------------------------------- Omega
+    def regulariser(self, loss: torch.Tensor, states: dict[str, Any] | None) -> torch.Tensor:
+        if self.config.omega_lambda == 0 or states is None or not loss.requires_grad:
+            return loss.new_zeros(())
+        return self.config.omega_lambda * self.omega(loss, states["x"])
+
+    def omega(self, loss: torch.Tensor, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Pascanu et al. (2013) vanishing-gradient regulariser.
+
+        ``Omega = mean_{t, batch} (||v_{t+1} dx_{t+1}/dx_t|| / ||v_{t+1}|| - 1)^2`` with
+        ``v_t = dL/dx_t`` held constant (as in the paper); steps where ``v`` vanishes are
+        left out. Averaging (not summing) keeps lambda comparable across sequence lengths.
+        """
+        grads = torch.autograd.grad(loss, xs, retain_graph=True, allow_unused=True)
+        v = torch.stack([g if g is not None else torch.zeros_like(x) for g, x in zip(grads, xs)], dim=1).detach()
+        x = torch.stack(xs, dim=1)
+        a = self.alpha
+        w_rec = self.effective_weights()["W_rec"]
+        v_next = v[:, 1:]
+        fprime = activation_derivative(self.config.activation, x[:, :-1])
+        propagated = (1 - a) * v_next + a * (v_next @ w_rec) * fprime
+        num = propagated.norm(dim=-1)
+        den = v_next.norm(dim=-1)
+        valid = den > 1e-20
+        if not torch.any(valid):
+            return loss.new_zeros(())
+        ratio = num[valid] / den[valid]
+        return ((ratio - 1) ** 2).mean()

@@ -1,0 +1,164 @@
+"""The results store: one directory per run, every file written atomically.
+
+``runs/<id>/`` holds ``config.json``, ``meta.json``, ``metrics.parquet``, ``summary.json``,
+``checkpoints/task-<k>.pt``, ``run.log`` and a ``DONE`` (or ``FAILED``) marker written last.
+A run id is a hash of the canonical resolved configuration, so rerunning a finished run is a
+no-op and a sweep never repeats work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Settings that change how a run executes, not what it computes: not part of the run id.
+EXECUTION_KEYS = ("execution",)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary name in the same directory, flush, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _json_default(o: Any):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def run_id(config: dict) -> str:
+    """Hash of the resolved configuration without execution-only settings."""
+    payload = {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
+
+
+class RunDir:
+    """Paths and markers of one run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    config = property(lambda self: self.path / "config.json")
+    meta = property(lambda self: self.path / "meta.json")
+    metrics = property(lambda self: self.path / "metrics.parquet")
+    summary = property(lambda self: self.path / "summary.json")
+    log = property(lambda self: self.path / "run.log")
+    done_marker = property(lambda self: self.path / "DONE")
+    failed_marker = property(lambda self: self.path / "FAILED")
+    running_marker = property(lambda self: self.path / "RUNNING")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+
+    def checkpoint(self, task: int) -> Path:
+        return self.checkpoints / f"task-{task:03d}.pt"
+
+    def last_checkpoint(self) -> tuple[int, Path] | None:
+        if not self.checkpoints.is_dir():
+            return None
+        found = sorted(self.checkpoints.glob("task-*.pt"))
+        if not found:
+            return None
+        return int(found[-1].stem.split("-")[1]), found[-1]
+
+    def is_done(self) -> bool:
+        return self.done_marker.exists()
+
+    def is_failed(self) -> bool:
+        return self.failed_marker.exists()
+
+    def status(self) -> str:
+        if self.is_done():
+            return "done"
+        if self.is_failed():
+            return "failed"
+        if self.running_marker.exists():
+            return "running"
+        return "pending"
+
+    def failure_reason(self) -> str | None:
+        if not self.is_failed():
+            return None
+        try:
+            return json.loads(self.failed_marker.read_text()).get("reason")
+        except (OSError, ValueError):
+            return self.failed_marker.read_text(errors="replace")
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+
+def runs_root(out: str | Path) -> Path:
+    """``out`` may be a store (containing ``runs/``) or the runs directory itself."""
+    out = Path(out)
+    return out / "runs" if (out / "runs").is_dir() or not out.name == "runs" else out
+
+
+def iter_runs(root: str | Path):
+    root = Path(root)
+    if (root / "config.json").is_file():
+        yield RunDir(root)
+        return
+    base = root / "runs" if (root / "runs").is_dir() else root
+    if not base.is_dir():
+        return
+    for p in sorted(base.iterdir()):
+        if p.is_dir() and (p / "config.json").is_file():
+            yield RunDir(p)
