@@ -16,3 +16,14 @@ def _data_path():
     if "NEUROCL_DATA" not in os.environ and SHARED_DATA.is_dir():
         os.environ["NEUROCL_DATA"] = str(SHARED_DATA)
     yield
+
+
+@pytest.fixture(scope="session")
+def t10k_dir():
+    """The real MNIST t10k files with their SHA256SUMS (shared/data/mnist-t10k)."""
+    roots = os.environ.get("NEUROCL_DATA", str(SHARED_DATA)).split(os.pathsep)
+    for root in roots:
+        d = Path(root) / "mnist-t10k"
+        if (d / "SHA256SUMS").is_file():
+            return d
+    pytest.fail(f"the real mnist-t10k files were not found under {roots}")

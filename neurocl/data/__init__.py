@@ -1,0 +1,50 @@
+"""Datasets, input encodings and continual-learning tasks.
+
+Quick start::
+
+    from neurocl.data import load_dataset, build_task
+    raw = load_dataset("mnist-t10k")          # or "digits", "mnist", "fashion-mnist", a path
+    task = build_task(raw, name="0-1", classes=[0, 1], relabel={"offset": "min"})
+    task.train.x.shape                        # (N, T, n_in): every model takes this
+"""
+
+from .datasets import RawDataset, clear_cache, load_dataset
+from .encodings import ENCODINGS, NORMALISATIONS, encode, normalise_images, standardisation_stats
+from .errors import DataError
+from .fetch import FileCheck, fetch_dataset, sha256_file, verify_dataset
+from .idx import parse_idx, read_idx, write_idx
+from .registry import DATASETS
+from .search import cache_dir, search_dirs
+from .splits import stratified_sample, stratified_split
+from .tasks import Task, TaskSplit, build_task
+from .transforms import pixel_permutation, relabel_map, rotate_images
+
+__all__ = [
+    "DATASETS",
+    "ENCODINGS",
+    "NORMALISATIONS",
+    "DataError",
+    "FileCheck",
+    "RawDataset",
+    "Task",
+    "TaskSplit",
+    "build_task",
+    "cache_dir",
+    "clear_cache",
+    "encode",
+    "fetch_dataset",
+    "load_dataset",
+    "normalise_images",
+    "parse_idx",
+    "pixel_permutation",
+    "read_idx",
+    "relabel_map",
+    "rotate_images",
+    "search_dirs",
+    "sha256_file",
+    "standardisation_stats",
+    "stratified_sample",
+    "stratified_split",
+    "verify_dataset",
+    "write_idx",
+]

@@ -1,0 +1,185 @@
+"""Load a dataset by name (or IDX directory) into a :class:`RawDataset`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .idx import read_idx
+from .registry import DATASETS, STANDARD_IDX, FileSpec
+from .search import find_files, locate
+from .splits import stratified_split
+
+# Fixed so that every run, on every machine, trains and tests on the same images.
+SPLIT_SEED = 0
+T10K_TEST = 2000  # mnist-t10k: 8000 train / 2000 test
+DIGITS_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True, eq=False)
+class RawDataset:
+    """Images float32 in [0, 1] shaped (N, H, W) and int64 labels; arrays are read-only.
+
+    ``source`` names the files (or library) and split used, for reports.
+    """
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+
+    @property
+    def classes(self) -> list[int]:
+        """Sorted class labels present in train or test."""
+        return sorted(set(np.unique(self.train_labels)) | set(np.unique(self.test_labels)))
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return (
+            f"RawDataset({self.name!r}, train={len(self.train_labels)}, "
+            f"test={len(self.test_labels)}, image={self.image_shape}, source={self.source!r})"
+        )
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    # Loaded datasets are shared through the cache; read-only stops one caller
+    # from silently changing another's data.
+    a.setflags(write=False)
+    return a
+
+
+def _images(path: Path) -> np.ndarray:
+    arr = read_idx(path, ndim=3)
+    if arr.dtype != np.uint8:
+        raise DataError(f"{path}: expected unsigned-byte images, found {arr.dtype}")
+    return arr.astype(np.float32) / np.float32(255.0)
+
+
+def _labels(path: Path, n_images: int, images_path: Path) -> np.ndarray:
+    arr = read_idx(path, ndim=1)
+    if len(arr) != n_images:
+        raise DataError(f"{path}: {len(arr)} labels but {images_path.name} has {n_images} images")
+    return arr.astype(np.int64)
+
+
+def _file_key(files: dict[str, Path]) -> tuple:
+    # Keyed on the resolved path and its stat, so a re-fetched file is re-read.
+    key = []
+    for role, path in files.items():
+        st = path.stat()
+        key.append((role, str(path.resolve()), st.st_mtime_ns, st.st_size))
+    return tuple(key)
+
+
+@lru_cache(maxsize=8)
+def _load_idx_set(name: str, key: tuple, t10k_split: bool) -> RawDataset:
+    files = {role: Path(path) for role, path, _, _ in key}
+    used = ", ".join(str(p) for p in files.values())
+    if t10k_split:
+        images = _images(files["test-images"])
+        labels = _labels(files["test-labels"], len(images), files["test-images"])
+        tr, te = stratified_split(labels, T10K_TEST, SPLIT_SEED)
+        split = f"; stratified split {len(tr)}/{len(te)}, seed {SPLIT_SEED}"
+        return RawDataset(
+            name,
+            _frozen(images[tr]),
+            _frozen(labels[tr]),
+            _frozen(images[te]),
+            _frozen(labels[te]),
+            f"{name}: {used}{split}",
+        )
+    tr_x = _images(files["train-images"])
+    tr_y = _labels(files["train-labels"], len(tr_x), files["train-images"])
+    te_x = _images(files["test-images"])
+    te_y = _labels(files["test-labels"], len(te_x), files["test-images"])
+    if tr_x.shape[1:] != te_x.shape[1:]:
+        raise DataError(
+            f"{files['test-images']}: images are {te_x.shape[1:]}, "
+            f"but the training images are {tr_x.shape[1:]}"
+        )
+    return RawDataset(
+        name, _frozen(tr_x), _frozen(tr_y), _frozen(te_x), _frozen(te_y), f"{name}: {used}"
+    )
+
+
+@lru_cache(maxsize=1)
+def _load_digits() -> RawDataset:
+    import sklearn
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    labels = bunch.target.astype(np.int64)
+    n_test = round(DIGITS_TEST_FRACTION * len(labels))
+    tr, te = stratified_split(labels, n_test, SPLIT_SEED)
+    source = (
+        f"digits: scikit-learn {sklearn.__version__} load_digits (bundled); "
+        f"stratified split {len(tr)}/{len(te)}, seed {SPLIT_SEED}"
+    )
+    return RawDataset(
+        "digits",
+        _frozen(images[tr]),
+        _frozen(labels[tr]),
+        _frozen(images[te]),
+        _frozen(labels[te]),
+        source,
+    )
+
+
+def roles(files: tuple[FileSpec, ...]) -> dict[str, FileSpec]:
+    """Files keyed by role ("train-images", ...), from their standard names."""
+    by_name = {s.filename: role for role, s in STANDARD_IDX.items()}
+    return {by_name[f.filename]: f for f in files}
+
+
+def _is_path(name: str) -> bool:
+    return os.sep in name or (os.altsep is not None and os.altsep in name) or name.startswith(".")
+
+
+def load_dataset(name: str | os.PathLike, root=None) -> RawDataset:
+    """Load ``digits``, ``mnist-t10k``, ``mnist``, ``fashion-mnist``, or an IDX directory.
+
+    Named datasets are looked for in ``root``, ``$NEUROCL_DATA``, ``~/.cache/neurocl``
+    and ``/usr/share/datasets`` (each ``<dir>/<name>/`` then ``<dir>/``). A path (or an
+    unknown name found as ``<dir>/<name>/`` there) must hold the four standard
+    MNIST file names, gzipped or not. Results are cached per process.
+    """
+    if isinstance(name, os.PathLike) or _is_path(str(name)):
+        directory = Path(name).expanduser()
+        if not directory.is_dir():
+            raise DataError(f"{directory}: no such directory")
+        files = find_files(directory, STANDARD_IDX)
+        if files is None:
+            want = ", ".join(s.stem + "[.gz]" for s in STANDARD_IDX.values())
+            raise DataError(f"{directory}: an IDX dataset directory must hold {want}")
+        return _load_idx_set(directory.resolve().name, _file_key(files), False)
+    if name == "digits":
+        return _load_digits()
+    spec = DATASETS.get(name)
+    if spec is None:
+        try:
+            files = locate(name, STANDARD_IDX, (), root, fetchable=False)
+        except DataError as exc:
+            raise DataError(
+                f"{name!r} is not a known dataset ({', '.join(DATASETS)}) and no IDX set "
+                f"of that name was found.\n{exc}"
+            ) from None
+        return _load_idx_set(name, _file_key(files), False)
+    files = locate(name, roles(spec.files), spec.dirnames, root)
+    return _load_idx_set(name, _file_key(files), name == "mnist-t10k")
+
+
+def clear_cache() -> None:
+    """Forget datasets loaded in this process."""
+    _load_idx_set.cache_clear()
+    _load_digits.cache_clear()

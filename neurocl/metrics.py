@@ -1,0 +1,68 @@
+"""Continual-learning metrics from the accuracy matrix, and weight statistics.
+
+``R[i, j]`` is the accuracy on task j after training task i; ``b[j]`` the accuracy of the
+untrained network on task j (for forward transfer). Definitions follow Lopez-Paz & Ranzato
+(2017) for transfer and Chaudhry et al. (2018) for forgetting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def average_accuracy(R: np.ndarray) -> np.ndarray:
+    """Mean accuracy over the tasks seen so far, after each task."""
+    R = np.asarray(R, dtype=float)
+    return np.array([R[i, : i + 1].mean() for i in range(R.shape[0])])
+
+
+def backward_transfer(R: np.ndarray) -> float:
+    """Mean over j < T-1 of R[T-1, j] - R[j, j] (negative: forgetting)."""
+    R = np.asarray(R, dtype=float)
+    T = R.shape[0]
+    if T < 2:
+        return float("nan")
+    return float(np.mean([R[T - 1, j] - R[j, j] for j in range(T - 1)]))
+
+
+def forward_transfer(R: np.ndarray, b: np.ndarray) -> float:
+    """Mean over j >= 1 of R[j-1, j] - b[j]."""
+    R = np.asarray(R, dtype=float)
+    T = R.shape[0]
+    if T < 2 or b is None:
+        return float("nan")
+    return float(np.mean([R[j - 1, j] - b[j] for j in range(1, T)]))
+
+
+def forgetting(R: np.ndarray) -> float:
+    """Mean over j < T-1 of max_{l < T-1} R[l, j] - R[T-1, j] (l from j on)."""
+    R = np.asarray(R, dtype=float)
+    T = R.shape[0]
+    if T < 2:
+        return float("nan")
+    return float(np.mean([R[j : T - 1, j].max() - R[T - 1, j] for j in range(T - 1)]))
+
+
+def summary_metrics(R: np.ndarray, b: np.ndarray | None) -> dict:
+    avg = average_accuracy(R)
+    return {
+        "average_accuracy": avg.tolist(),
+        "final_average_accuracy": float(avg[-1]),
+        "backward_transfer": backward_transfer(R),
+        "forward_transfer": forward_transfer(R, b) if b is not None else float("nan"),
+        "forgetting": forgetting(R),
+    }
+
+
+def weight_statistics(w: np.ndarray) -> dict[str, float]:
+    """Mean, std, skewness and excess kurtosis of a layer's weights (nonzero entries kept)."""
+    w = np.asarray(w, dtype=np.float64).ravel()
+    if w.size < 2 or np.all(w == w[0]):
+        return {"mean": float(w.mean()) if w.size else float("nan"), "std": 0.0, "skewness": float("nan"), "kurtosis": float("nan")}
+    return {
+        "mean": float(w.mean()),
+        "std": float(w.std()),
+        "skewness": float(stats.skew(w)),
+        "kurtosis": float(stats.kurtosis(w, fisher=True)),  # excess: 0 for a Gaussian
+    }

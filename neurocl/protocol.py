@@ -1,0 +1,296 @@
+"""Protocol files: a model, a task sequence, a scenario, training settings and rules.
+
+Validation happens in two passes, each reporting every problem at once with
+``file:line:column: key: message``: the schema (pydantic, unknown keys forbidden), then
+the meaning (classes that exist, a scenario that fits the task list, sizes that fit the
+model), before anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from .config import ConfigError, _Located, load_yaml, parse_override, set_dotted, validate
+from .sim.config import Strict
+
+
+class DatasetConfig(Strict):
+    name: str = "digits"
+    root: str | None = None
+    encoding: Literal["flat", "rows", "pixels"] = "rows"
+    normalise: Literal["none", "standard", "tanh"] = "none"
+    max_train: int | None = Field(None, ge=1)
+    max_test: int | None = Field(None, ge=1)
+    subset_seed: int = 0
+
+
+class TaskConfig(Strict):
+    name: str | None = None
+    classes: list[int] | None = None
+    relabel: dict[str, Any] | None = None
+    permutation_seed: int | Literal["identity"] | None = None
+    rotation: float | None = None
+
+
+class OptimizerConfig(Strict):
+    name: Literal["adam", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    alpha: float = Field(0.99, gt=0, lt=1)  # RMSprop smoothing
+    # Reset the optimiser's moments at each task boundary (common in CL code).
+    reset_each_task: bool = False
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    grad_clip: float | None = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # Divergence guard: a loss above this (or NaN/inf) fails the run.
+    max_loss: float = Field(1e6, gt=0)
+
+
+class EvaluationConfig(Strict):
+    every: Literal["epoch", "task"] = "epoch"
+    batch_size: int = Field(1000, ge=1)
+    untrained: bool = True  # accuracy before training, for forward transfer
+
+
+class ActivityConfig(Strict):
+    trials: int = Field(0, ge=0)
+    tasks: list[int] | None = None
+
+
+class RecordingConfig(Strict):
+    weight_stats: bool = True
+    weights: bool = False  # snapshots of the effective weights after every epoch
+    histograms: bool = False
+    histogram_bins: int = Field(50, ge=2)
+    activity: ActivityConfig = ActivityConfig()
+
+
+class ExecutionConfig(Strict):
+    """How a run executes, not what it computes: excluded from the run id."""
+
+    threads: int | None = Field(None, ge=1)
+    device: str = "cpu"
+    progress: Literal["auto", "bar", "log", "none"] = "auto"
+    # Task-boundary checkpoints to keep: the last one (enough to resume) or all of them.
+    keep_checkpoints: Literal["last", "all"] = "last"
+
+
+Scenario = Literal["task-incremental", "domain-incremental", "class-incremental"]
+
+
+class ProtocolBase(Strict):
+    name: str
+    description: str | None = None
+    dataset: DatasetConfig | str = DatasetConfig()
+    scenario: Scenario = "class-incremental"
+    tasks: list[TaskConfig] = Field(min_length=1)
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    seed: int = 0
+    model: Any = "ei-rnn-64"
+    recording: RecordingConfig = RecordingConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
+
+@functools.lru_cache(maxsize=None)
+def _protocol_model(rule_names: tuple[str, ...]) -> type[BaseModel]:
+    from .rules import RULES
+
+    configs = tuple(RULES[n].config_class for n in rule_names)
+    rule_type = Annotated[Union[configs], Field(discriminator="name")] if len(configs) > 1 else configs[0]
+    return create_model(
+        "Protocol",
+        __base__=ProtocolBase,
+        rules=(list[rule_type], Field(default_factory=lambda: [{"name": "naive"}])),
+    )
+
+
+def protocol_model() -> type[BaseModel]:
+    from .rules import RULES
+
+    return _protocol_model(tuple(sorted(RULES)))
+
+
+def json_schema() -> dict:
+    return protocol_model().model_json_schema()
+
+
+# ---------------------------------------------------------------------------- loading
+def _apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    errors = []
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+            set_dotted(data, key, value)
+        except ConfigError as err:
+            errors += err.messages
+        except (KeyError, ValueError, IndexError) as err:
+            errors.append(f"override '{text}': {err}")
+    if errors:
+        raise ConfigError(errors)
+    return data
+
+
+def _normalise_rule_list(data: dict) -> None:
+    if isinstance(data.get("rules"), list):
+        data["rules"] = [{"name": r} if isinstance(r, str) else r for r in data["rules"]]
+
+
+def _override_errors(err: ConfigError, data_keys: set, overrides: list[str]) -> ConfigError:
+    """Point errors caused by an override at the override, not at the file."""
+    msgs = []
+    keys = {parse_override(o)[0]: o for o in overrides}
+    for m in err.messages:
+        hit = [o for k, o in keys.items() if f": {k}:" in m or f": {k}." in m]
+        msgs.append(f"override '{hit[0]}': {m.split(': ', 1)[1]}" if hit else m)
+    return ConfigError(msgs)
+
+
+def load_protocol(path: str | Path | dict, overrides: list[str] | None = None, check: bool = True):
+    """Read, override, validate and check a protocol. Returns the validated model."""
+    overrides = list(overrides or [])
+    located: _Located | None = None
+    if isinstance(path, dict):
+        data = copy.deepcopy(path)
+        source = "<protocol>"
+    else:
+        located = load_yaml(path)
+        data = located.data if isinstance(located.data, dict) else {}
+        source = str(path)
+        if not isinstance(located.data, dict):
+            raise ConfigError([f"{path}:1:1: a protocol must be a mapping of keys"])
+    data = _apply_overrides(data, overrides)
+    _normalise_rule_list(data)
+    try:
+        proto = validate(protocol_model(), data, located, source)
+    except ConfigError as err:
+        raise _override_errors(err, set(data), overrides) from None
+    if check:
+        problems = check_protocol(proto, located)
+        if problems:
+            raise _override_errors(ConfigError(problems), set(data), overrides)
+    return proto
+
+
+def _where(located: _Located | None, loc: tuple) -> str:
+    if located is None:
+        return "<protocol>"
+    pos = located.position(loc)
+    return f"{located.source}:{pos.line}:{pos.column}" if pos else located.source
+
+
+def resolved_model_config(proto) -> BaseModel:
+    from .models import resolve_model_config
+
+    return resolve_model_config(proto.model, source="model")
+
+
+def task_output_classes(proto, raw_classes: list[int] | None = None) -> list[list[int]]:
+    """The output units each task uses, after relabelling."""
+    from .data.transforms import relabel_map
+
+    out = []
+    for t in proto.tasks:
+        classes = t.classes if t.classes is not None else (raw_classes or list(range(10)))
+        mapping = relabel_map(list(classes), t.relabel)
+        out.append(sorted({int(mapping[c]) for c in classes}))
+    return out
+
+
+def check_protocol(proto, located: _Located | None = None) -> list[str]:
+    """Semantic checks that need the dataset and the model; every problem at once."""
+    from .data import DataError, load_dataset
+    from .data.encodings import encoded_shape
+
+    problems: list[str] = []
+    try:
+        model_cfg = resolved_model_config(proto)
+    except ConfigError as err:
+        return [f"{_where(located, ('model',))}: model: {m}" for m in err.messages]
+
+    is_cognitive = proto.dataset.name.startswith("cognitive")
+    raw = None
+    if not is_cognitive:
+        try:
+            raw = load_dataset(proto.dataset.name, root=proto.dataset.root)
+        except DataError as err:
+            problems.append(f"{_where(located, ('dataset',))}: dataset: {err}")
+    if raw is not None:
+        available = set(int(c) for c in raw.classes)
+        for i, t in enumerate(proto.tasks):
+            if t.classes is None:
+                continue
+            missing = sorted(set(t.classes) - available)
+            if missing:
+                problems.append(
+                    f"{_where(located, ('tasks', i, 'classes'))}: tasks.{i}.classes: "
+                    f"classes {missing} do not exist in {raw.name} (it has {sorted(available)})"
+                )
+        h, w = raw.image_shape
+        steps, width = encoded_shape(proto.dataset.encoding, h, w)
+        n_in = getattr(model_cfg, "n_in", None)
+        if n_in is not None and n_in != width:
+            problems.append(
+                f"{_where(located, ('model',))}: model.n_in: the model takes {n_in} inputs per step but "
+                f"encoding '{proto.dataset.encoding}' of {raw.name} gives {width} (set model.n_in: {width})"
+            )
+    if problems:
+        return problems
+    try:
+        outputs = task_output_classes(proto, sorted(int(c) for c in raw.classes) if raw is not None else None)
+    except (DataError, ValueError, KeyError) as err:
+        return [f"{_where(located, ('tasks',))}: tasks: {err}"]
+    n_out = getattr(model_cfg, "n_out", None)
+    for i, cls in enumerate(outputs):
+        if n_out is not None and cls and max(cls) >= n_out:
+            problems.append(
+                f"{_where(located, ('tasks', i))}: tasks.{i}: output class {max(cls)} needs at least "
+                f"{max(cls) + 1} outputs but the model has n_out = {n_out}"
+            )
+    if proto.scenario == "domain-incremental":
+        for i, cls in enumerate(outputs[1:], start=1):
+            if cls != outputs[0]:
+                problems.append(
+                    f"{_where(located, ('tasks', i))}: scenario: domain-incremental tasks must share their "
+                    f"outputs, but task {i} uses {cls} and task 0 uses {outputs[0]} (relabel them, e.g. "
+                    f"relabel: {{offset: min}})"
+                )
+    elif proto.scenario == "class-incremental":
+        seen: dict[int, int] = {}
+        for i, cls in enumerate(outputs):
+            clash = sorted(c for c in cls if c in seen)
+            if clash:
+                problems.append(
+                    f"{_where(located, ('tasks', i))}: scenario: class-incremental tasks must add new classes, "
+                    f"but task {i} reuses output classes {clash} of task {seen[clash[0]]} "
+                    f"(use domain-incremental for a shared relabelled head)"
+                )
+            for c in cls:
+                seen.setdefault(c, i)
+    return problems
+
+
+def resolved_config(proto) -> dict:
+    """The canonical, fully resolved configuration (what the run id hashes)."""
+    data = proto.model_dump(mode="json")
+    data["model"] = resolved_model_config(proto).model_dump(mode="json")
+    return json.loads(json.dumps(data))

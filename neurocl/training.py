@@ -1,0 +1,61 @@
+"""Losses, output masking and evaluation shared by the runner and the rules."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .rules.base import Batch
+
+# A large finite negative logit: masked classes get zero probability without making
+# 0 * log(0) a NaN for soft targets.
+MASKED_LOGIT = -1e9
+
+
+def outputs_for_targets(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) outputs -> (B, C) for one label per sequence (the last step), else as is."""
+    return z[:, -1] if y.dim() == 1 else z
+
+
+def masked_logits(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """``allowed``: (B, C) bool per example; classes outside it cannot be predicted."""
+    if allowed is None:
+        return logits
+    if logits.dim() == 3:
+        allowed = allowed[:, None, :]
+    return logits.masked_fill(~allowed, MASKED_LOGIT)
+
+
+def per_example_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Cross-entropy per example (per-step targets averaged over the masked steps)."""
+    y = batch.y
+    if y.dim() == 1:
+        loss = F.cross_entropy(logits, y.clamp_min(0), reduction="none")
+        if batch.soft is not None and batch.soft_valid is not None and bool(batch.soft_valid.any()):
+            soft_loss = -(batch.soft * F.log_softmax(logits, dim=-1)).sum(-1)
+            loss = torch.where(batch.soft_valid, soft_loss, loss)
+        return loss
+    b, t, c = logits.shape
+    ce = F.cross_entropy(logits.reshape(b * t, c), y.reshape(-1).clamp_min(0), reduction="none").reshape(b, t)
+    mask = batch.mask if batch.mask is not None else torch.ones_like(ce)
+    mask = mask.to(ce.dtype)
+    return (ce * mask).sum(1) / mask.sum(1).clamp_min(1e-12)
+
+
+def batch_loss(model, batch: Batch, class_mask: torch.Tensor):
+    """Weighted loss of a batch; returns (loss, outputs, states)."""
+    z, states = model(batch.x, return_states=True)
+    logits = masked_logits(outputs_for_targets(z, batch.y), class_mask[batch.task])
+    per = per_example_loss(logits.float() if logits.dtype == torch.float16 else logits, batch)
+    w = batch.weights().to(per.dtype)
+    return (w * per).sum(), z, states
+
+
+def correct_counts(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> tuple[float, float]:
+    """(number correct, number counted): per-step targets count the masked steps."""
+    pred = logits.argmax(-1)
+    if y.dim() == 1:
+        return float((pred == y).sum()), float(y.numel())
+    m = mask if mask is not None else torch.ones_like(y, dtype=torch.float32)
+    m = m.to(torch.float32)
+    return float(((pred == y).float() * m).sum()), float(m.sum())
