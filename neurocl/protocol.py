@@ -28,6 +28,8 @@ class DatasetConfig(Strict):
     max_train: int | None = Field(None, ge=1)
     max_test: int | None = Field(None, ge=1)
     subset_seed: int = 0
+    # Cognitive datasets only: pad (or crop) every trial to this many steps; None = the longest.
+    steps: int | None = Field(None, ge=2)
 
 
 class TaskConfig(Strict):
@@ -36,6 +38,12 @@ class TaskConfig(Strict):
     relabel: dict[str, Any] | None = None
     permutation_seed: int | Literal["identity"] | None = None
     rotation: float | None = None
+    # Epochs for this task; None uses training.epochs (study R5's EWC run: 3 on A, 9 on B).
+    epochs: int | None = Field(None, ge=1)
+    # Cognitive datasets only: the NeuroGym environment (e.g. PerceptualDecisionMaking) and
+    # the keyword arguments of its constructor (dt, timing, ...); see neurocl/data/cognitive.py.
+    env: str | None = None
+    env_kwargs: dict[str, Any] | None = None
 
 
 class OptimizerConfig(Strict):
@@ -234,6 +242,13 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
             raw = load_dataset(proto.dataset.name, root=proto.dataset.root)
         except DataError as err:
             problems.append(f"{_where(located, ('dataset',))}: dataset: {err}")
+        for i, t in enumerate(proto.tasks):
+            if t.env is not None or t.env_kwargs is not None:
+                problems.append(f"{_where(located, ('tasks', i))}: tasks.{i}.env: only cognitive datasets take an env")
+    else:
+        from .data.cognitive import cognitive_problems
+
+        problems += [f"{_where(located, loc)}: {key}: {msg}" for loc, key, msg in cognitive_problems(proto, model_cfg)]
     if raw is not None:
         available = set(int(c) for c in raw.classes)
         for i, t in enumerate(proto.tasks):
@@ -256,7 +271,12 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
     if problems:
         return problems
     try:
-        outputs = task_output_classes(proto, sorted(int(c) for c in raw.classes) if raw is not None else None)
+        if is_cognitive:
+            from .data.cognitive import cognitive_output_classes
+
+            outputs = cognitive_output_classes(proto)
+        else:
+            outputs = task_output_classes(proto, sorted(int(c) for c in raw.classes) if raw is not None else None)
     except (DataError, ValueError, KeyError) as err:
         return [f"{_where(located, ('tasks',))}: tasks: {err}"]
     n_out = getattr(model_cfg, "n_out", None)
@@ -266,7 +286,9 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
                 f"{_where(located, ('tasks', i))}: tasks.{i}: output class {max(cls)} needs at least "
                 f"{max(cls) + 1} outputs but the model has n_out = {n_out}"
             )
-    if proto.scenario == "domain-incremental":
+    # Cognitive tasks share one fixate + responses head by construction; a go/no-go task just
+    # uses fewer of its outputs than a two-choice task, so they need not list the same ones.
+    if proto.scenario == "domain-incremental" and not is_cognitive:
         for i, cls in enumerate(outputs[1:], start=1):
             if cls != outputs[0]:
                 problems.append(

@@ -30,7 +30,7 @@ from .protocol import load_protocol, resolved_config
 from .rules import build_rules
 from .rules.base import Batch, Context
 from .store import RunDir, atomic_torch_save, atomic_write_bytes, atomic_write_json, run_id
-from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets
+from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets, per_example_loss
 
 log = logging.getLogger("neurocl.run")
 
@@ -200,8 +200,6 @@ class Runner:
                 correct += c
                 count += n
                 b = Batch(x=x, y=y, task=torch.full((len(part),), task_index), mask=part.mask)
-                from .training import per_example_loss
-
                 loss_sum += float(per_example_loss(logits, b).sum())
         finally:
             self.model.train(was_training)
@@ -338,6 +336,7 @@ class Runner:
                 rule.after_step(self.ctx)
             self.ctx.step += 1
             with torch.no_grad():
+                # Replay appends its examples after the real ones: accuracy counts the real.
                 real = slice(0, len(part))
                 logits = masked_logits(outputs_for_targets(z[real], batch.y[real]), self.train_mask.to(self.device)[batch.task[real]])
                 c, k = correct_counts(logits, batch.y[real], batch.mask[real] if batch.mask is not None else None)
@@ -384,9 +383,9 @@ class Runner:
 
         if done_task < 0 and proto.evaluation.untrained:
             self.evaluate_all(task=-1, epoch=-1, global_epoch=0)
-        epochs = proto.training.epochs
-        progress = _Progress(len(self.tasks) * epochs, ex.progress, desc=proto.name)
-        progress.n = (done_task + 1) * epochs
+        epochs_of = [task_epochs(proto, i) for i in range(len(self.tasks))]
+        progress = _Progress(sum(epochs_of), ex.progress, desc=proto.name)
+        progress.n = sum(epochs_of[: done_task + 1])
         try:
             for i in range(done_task + 1, len(self.tasks)):
                 t0 = time.perf_counter()
@@ -398,6 +397,7 @@ class Runner:
                 data, task_ids = _concat(parts)
                 for rule in self.rules:
                     rule.start_task(i, self.ctx)
+                epochs = epochs_of[i]
                 for e in range(epochs):
                     global_epoch += 1
                     loss, acc = self.train_epoch(i, e, data, task_ids)
@@ -492,6 +492,12 @@ class Runner:
         atomic_write_json(rd.meta, meta)
         atomic_write_json(rd.done_marker, {"finished": meta["finished"]})
         rd.running_marker.unlink(missing_ok=True)
+
+
+def task_epochs(proto, i: int) -> int:
+    """Epochs of task i: its own ``epochs`` if set, else ``training.epochs``."""
+    own = proto.tasks[i].epochs if i < len(proto.tasks) else None
+    return own if own is not None else proto.training.epochs
 
 
 def accuracy_matrix(df: pd.DataFrame, n_tasks: int, metric: str = "acc") -> tuple[np.ndarray, np.ndarray | None]:
