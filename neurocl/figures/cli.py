@@ -1,0 +1,58 @@
+"""``neurocl figures``: every figure of a run, a sweep or a results table, in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import FORMATS, STYLES
+
+
+def default_out(source: Path) -> Path:
+    """DIR/figures for a run or store directory; TABLE-figures beside a results table."""
+    return source / "figures" if source.is_dir() else source.with_name(f"{source.stem}-figures")
+
+
+def _names(values: tuple[str, ...]) -> list[str]:
+    # --only a --only b and --only a,b both work.
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+@click.command("figures")
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory [default: DIR/figures].")
+@click.option("--only", multiple=True, metavar="NAME", help="Draw only these figures (repeat, or separate by commas).")
+@click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True, help="Style sheet.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="png", show_default=True, help="Image format.")
+@click.option("--list", "list_only", is_flag=True, help="List the figures and the data each needs, then exit.")
+def figures(source: Path | None, out: Path | None, only: tuple[str, ...], style: str, fmt: str, list_only: bool) -> None:
+    """Draw the figures of SOURCE (a run directory, a store or sweep directory, or a results
+    table written by `neurocl results`), each with the CSV of the numbers it plots and a
+    manifest.json of sha256 sums. Same inputs, same bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window
+    from .build import generate
+    from .inputs import InputError
+    from .registry import figures as registered
+
+    if list_only:
+        for name, spec in registered().items():
+            per_run = " (one per run)" if spec.per_run else ""
+            click.echo(f"{name:20s} {spec.title}{per_run}; needs {spec.needs}")
+        return
+    if source is None:
+        raise click.UsageError("missing SOURCE (a run directory, a store, or a results table)")
+    out = out or default_out(source)
+    try:
+        manifest = generate(source, out, only=_names(only) or None, style=style, fmt=fmt)
+    except (InputError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    for entry in manifest["figures"]:
+        click.echo(f"wrote   {out / entry['files'][0]['path']}")
+    for s in manifest["skipped"]:
+        click.echo(f"skipped {s['name']}: {s['reason']}")
+    n_runs = len(manifest["inputs"])
+    plural = "s" if n_runs != 1 else ""
+    click.echo(f"manifest {out / 'manifest.json'} ({len(manifest['figures'])} figures from {n_runs} run{plural})")
