@@ -127,7 +127,7 @@ def _protocol_model(rule_names: tuple[str, ...]) -> type[BaseModel]:
     return create_model(
         "Protocol",
         __base__=ProtocolBase,
-        rules=(list[rule_type], Field(default_factory=lambda: [{"name": "naive"}])),
+        rules=(list[rule_type], Field(default_factory=lambda: [{"name": "naive"}], validate_default=True)),
     )
 
 

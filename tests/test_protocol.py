@@ -132,3 +132,9 @@ def test_cli_reports_errors_without_traceback(tmp_path):
 def test_every_shipped_protocol_validates(path):
     proto = load_protocol(path)
     assert proto.name
+
+
+def test_rules_default_to_naive(tmp_path):
+    p = write(tmp_path, GOOD.replace("rules: [naive]\n", ""))
+    proto = load_protocol(p)
+    assert [r.name for r in proto.rules] == ["naive"]

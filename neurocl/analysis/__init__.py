@@ -1,0 +1,1 @@
+"""Analyses of trained networks (one module each; import the module you need)."""
