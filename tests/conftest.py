@@ -27,3 +27,6 @@ def t10k_dir():
         if (d / "SHA256SUMS").is_file():
             return d
     pytest.fail(f"the real mnist-t10k files were not found under {roots}")
+
+
+pytest_plugins = ["conftest_slurm"]

@@ -1,0 +1,38 @@
+"""``neurocl results DIR``: every finished run of a store as one tidy table (CSV or Parquet)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("results")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), help="Default: from --out's suffix, else csv.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Output file ('-' for stdout, csv only). Default: STORE/results.<format>.")
+@click.option("--include-unfinished", is_flag=True, help="Also the metrics of runs that are not DONE (if they have any).")
+def results(store: str, fmt: str | None, out_file: str | None, include_unfinished: bool) -> None:
+    """One row per run and metric, the configuration flattened into dotted config.* columns.
+
+    The same DataFrame as ``neurocl.results.load(STORE)``.
+    """
+    from .results import load
+
+    if fmt is None:
+        fmt = "parquet" if out_file and Path(out_file).suffix == ".parquet" else "csv"
+    if out_file == "-" and fmt == "parquet":
+        raise click.BadParameter("parquet cannot go to stdout; give a file", param_hint="--out")
+    df = load(store, include_unfinished=include_unfinished)
+    if out_file == "-":
+        df.to_csv(sys.stdout, index=False)
+        return
+    target = Path(out_file) if out_file else Path(store) / f"results.{fmt}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        df.to_csv(target, index=False)
+    else:
+        df.to_parquet(target, index=False)
+    n_runs = df["run_id"].nunique() if len(df) else 0
+    click.echo(f"wrote {len(df)} rows ({n_runs} runs, {df.shape[1]} columns) to {target}")
