@@ -81,3 +81,43 @@ def encode(
     t, n_in = encoded_shape(encoding, h, w)
     x = normalise_images(images, normalise, stats)
     return torch.from_numpy(np.ascontiguousarray(x.reshape(n, t, n_in), dtype=np.float32))
+
+
+def decode(
+    x: torch.Tensor,
+    encoding: str = "rows",
+    normalise: str = "none",
+    stats: tuple[float, float] | None = None,
+    image_shape: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """The inverse of :func:`encode`: (N, T, n_in) back to (N, H, W) images in [0, 1].
+
+    Every encoding is a reshape of the normalised image, so decoding is exact. Generative
+    replay uses it to train an image generator on a task's encoded inputs. ``image_shape``
+    defaults to (T, n_in) for rows and to a square image for flat and pixels.
+    """
+    if x.ndim != 3:
+        raise DataError(f"decode expects (N, T, n_in), got {tuple(x.shape)}")
+    n, t, n_in = x.shape
+    if image_shape is None:
+        if encoding == "rows":
+            image_shape = (t, n_in)
+        else:
+            side = int(round((t * n_in) ** 0.5))
+            if side * side != t * n_in:
+                raise DataError(f"decode: {t * n_in} pixels are not a square image; pass image_shape")
+            image_shape = (side, side)
+    h, w = image_shape
+    if encoded_shape(encoding, h, w) != (t, n_in):
+        raise DataError(f"decode: ({t}, {n_in}) is not encoding '{encoding}' of {h}x{w} images")
+    images = x.reshape(n, h, w)
+    if normalise == "none":
+        return images
+    if normalise == "tanh":
+        return (images + 1.0) / 2.0
+    if normalise == "standard":
+        if stats is None:
+            raise DataError("decode: normalise='standard' needs the (mean, std) used to encode")
+        mean, std = stats
+        return images * std + mean
+    raise DataError(f"unknown normalisation {normalise!r}; choose one of {', '.join(NORMALISATIONS)}")
