@@ -67,7 +67,7 @@ class EIRNNConfig(Strict):
     # Pascanu et al. 2013 vanishing-gradient regulariser weight (study R1 uses 2).
     omega_lambda: float = Field(0.0, ge=0)
 
-    backend: Literal["auto", "torch", "numba"] = "torch"
+    backend: Literal["auto", "torch", "numba"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
 
     @model_validator(mode="after")

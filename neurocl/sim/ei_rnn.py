@@ -92,17 +92,40 @@ class EIRNN(Model):
             "in": torch.randn(batch, steps, c.n_in, generator=generator, device=dev, dtype=dt),
         }
 
-    def forward(self, u: torch.Tensor, noise: Any = None, return_states: bool = False):
+    def resolved_backend(self, device: torch.device | None = None, backend: str | None = None) -> str:
+        """'torch' or 'numba': ``auto`` picks numba for CPU tensors and torch on CUDA."""
+        backend = backend or self.config.backend
+        if backend not in ("auto", "torch", "numba"):
+            raise ValueError(f"unknown backend '{backend}' (auto, torch or numba)")
+        if backend == "auto":
+            device = self.W_rec.device if device is None else device
+            return "numba" if device.type == "cpu" else "torch"
+        return backend
+
+    def forward(self, u: torch.Tensor, noise: Any = None, return_states: bool = False, backend: str | None = None):
         """u: (batch, time, n_in) -> z: (batch, time, n_out).
 
         ``noise``: None draws fresh noise (when ``self.noise``), False disables it, or a dict
-        ``{"rec": (B, T, n), "in": (B, T, n_in)}`` of standard normals to use.
+        ``{"rec": (B, T, n), "in": (B, T, n_in)}`` of standard normals to use, or ``{"seed": int}``
+        (the normals :func:`neurocl.sim.train_kernel.kernel_noise` returns, which the numba
+        backend draws inside its kernel). ``backend`` overrides the configured one for this call.
         """
         c = self.config
         if u.dim() == 2:
             u = u[:, None, :]
         u = u.to(self.W_rec.dtype)
         batch, steps, _ = u.shape
+        if self.resolved_backend(u.device, backend) == "numba":
+            # The fused numba kernel (forward and backward through time); same z and states.
+            from .train_kernel import kernel_forward
+
+            z, states = kernel_forward(self, u, noise)
+            return (z, states) if return_states else z
+        if isinstance(noise, dict) and "seed" in noise:
+            # The numba kernel's normals for this seed, so that both backends agree.
+            from .train_kernel import kernel_noise
+
+            noise = {k: v.to(u.device) for k, v in kernel_noise(self, batch, steps, noise["seed"]).items()}
         if noise is None:
             noise = self.draw_noise(batch, steps) if self.noise else False
         w = self.effective_weights()
@@ -150,6 +173,10 @@ class EIRNN(Model):
         ``v_t = dL/dx_t`` held constant (as in the paper); steps where ``v`` vanishes are
         left out. Averaging (not summing) keeps lambda comparable across sequence lengths.
         """
+        kernel = getattr(xs, "kernel", None)
+        if kernel is not None:
+            # States from the numba backend: the same regulariser as one fused kernel.
+            return kernel.omega(loss, xs)
         grads = torch.autograd.grad(loss, xs, retain_graph=True, allow_unused=True)
         v = torch.stack([g if g is not None else torch.zeros_like(x) for g, x in zip(grads, xs)], dim=1).detach()
         x = torch.stack(xs, dim=1)

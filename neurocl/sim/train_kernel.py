@@ -1,0 +1,765 @@
+"""Fused numba training kernels for the E/I network, wrapped as torch autograd Functions.
+
+Per step (batch first, a = dt / tau, see :mod:`neurocl.sim.ei_rnn`)::
+
+    x_t = (1 - a) x_{t-1} + a (W_rec r_{t-1} + W_in u~_t + b_rec) + s_rec xi_t,   r_t = f(x_t)
+    z_t = W_out r_t + b_out,   u~_t = [u_t + s_in xi'_t]_+
+
+The Functions take the EFFECTIVE weights (the output of :func:`neurocl.sim.weights.effective_weights`)
+as inputs, so torch autograd carries the gradient from effective to raw parameters through
+phi, the masks and the signs: the constraints stay in one place.
+
+Two Functions, so that ``states["x"]`` behaves as in the torch backend:
+
+* :class:`Trajectory`: (u, W_in, W_rec, b_rec, x0) -> x (B, T, n), plus a ``link`` tensor.
+  One fused kernel integrates the network, computes the readout and keeps everything the
+  backward pass needs (the "tape").
+* :class:`Readout`: (link, W_out, b_out, x_1, ..., x_T stacked) -> (z, r). Its backward runs the
+  backward-through-time recurrence and returns, for each x_t, the TOTAL derivative dL/dx_t
+  (what autograd returns for x_t in the torch backend, where x_t feeds the next step). So
+  ``torch.autograd.grad(loss, states["x"])`` and the Pascanu Omega code written for the torch
+  backend work unchanged. It returns the same totals through ``link``; Trajectory's backward
+  receives (totals + any direct partials, e.g. from Omega) on x and the totals on link, runs the
+  recurrence only on the difference (the direct partials) and adds the two.
+
+Storage per sequence is time-shifted by one row, so that every weight gradient is a single
+matrix product over the flattened (batch x (T + 1)) rows, with no copies:
+``X[b, 0] = x0, X[b, t] = x_t``; ``R[b, t] = r_t``; ``U[b, t] = u~_{t+1}`` and
+``G[b, t] = dL/dx_{t+1}`` with a zero last row; then dW_rec = a G^T R, dW_in = a G^T U.
+
+Work is split over batch chunks, one per thread: sequences are independent, so a chunk runs the
+whole time loop without synchronising; only the weight gradients are summed over chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+from torch.autograd.function import once_differentiable
+
+from .kernels import (
+    ACTIVATION_CODES, NOISE_GIVEN, NOISE_KERNEL, NOISE_OFF, act_row, dact_row, fill_normal, stream_key,
+)
+
+
+# ---------------------------------------------------------------- kernels
+# Loops over units are kept branch-free (flags are tested once per row, the activation is picked
+# once per row by act_row / dact_row) so that LLVM vectorises them; at N = 64 the elementwise
+# work costs as much as the matrix products.
+#
+# Each parallel kernel is a thin prange over batch chunks around a serial per-chunk function
+# (numba's parallel compiler is slow on large bodies). Slice assignments are written as loops:
+# numba compiles each ``a[:, 1:] = b`` into seconds' worth of generic code.
+@njit(cache=True)
+def _chunk(c, n_chunks, batch):
+    return c * batch // n_chunks, (c + 1) * batch // n_chunks
+
+
+@njit(cache=True, error_model="numpy")
+def _forward_chunk(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_scale, rectify,
+                   w_in_t, w_rec_t, w_out_t, b_rec, b_out, x0, alpha, keep, act, n_chunks,
+                   us, xs, rs, zs, c):
+    batch, steps, n_in = u.shape
+    n = w_rec_t.shape[0]
+    n_out = w_out_t.shape[1]
+    rows = steps + 1
+    use_in = noise_mode != NOISE_OFF and in_scale != 0
+    use_rec = noise_mode != NOISE_OFF and rec_scale != 0
+    b0, b1 = _chunk(c, n_chunks, batch)
+    nb = b1 - b0
+    uc = us[b0:b1]
+    xc = xs[b0:b1]
+    rc = rs[b0:b1]
+    # Noise for the chunk: the given arrays, or this chunk's slice of the kernel's streams.
+    if noise_mode == NOISE_GIVEN:
+        nin = xi_in[b0:b1]
+        nrec = xi_rec[b0:b1]
+    else:
+        nin = np.empty((nb if use_in else 0, steps, n_in), dtype=us.dtype)
+        nrec = np.empty((nb if use_rec else 0, steps, n), dtype=us.dtype)
+        if use_in:
+            fill_normal(nin.reshape(-1), key_in, b0 * steps * n_in)
+        if use_rec:
+            fill_normal(nrec.reshape(-1), key_rec, b0 * steps * n)
+    for b in range(nb):
+        for t in range(steps):
+            src = u[b0 + b, t]
+            dst = uc[b, t]
+            if use_in:
+                nz = nin[b, t]
+                for k in range(n_in):
+                    dst[k] = src[k] + in_scale * nz[k]
+            else:
+                for k in range(n_in):
+                    dst[k] = src[k]
+            if rectify:
+                for k in range(n_in):
+                    v = dst[k]
+                    dst[k] = v if v > 0 else v * 0
+        for k in range(n_in):
+            uc[b, steps, k] = 0
+    # The input drive of every step at once: one large matrix product.
+    drive = np.empty((nb * rows, n), dtype=us.dtype)
+    np.dot(uc.reshape(nb * rows, n_in), w_in_t, drive)
+    r_prev = np.empty((nb, n), dtype=us.dtype)
+    rec = np.empty((nb, n), dtype=us.dtype)
+    for b in range(nb):
+        xb = xc[b, 0]
+        rb = rc[b, 0]
+        for i in range(n):
+            xb[i] = x0[i]
+        act_row(xb, rb, act)
+        for i in range(n):
+            r_prev[b, i] = rb[i]
+    for t in range(1, rows):
+        np.dot(r_prev, w_rec_t, rec)
+        for b in range(nb):
+            xt = xc[b, t]
+            xp = xc[b, t - 1]
+            rr = rec[b]
+            dd = drive[b * rows + t - 1]
+            if use_rec:
+                nz = nrec[b, t - 1]
+                for i in range(n):
+                    xt[i] = keep * xp[i] + alpha * (rr[i] + (dd[i] + b_rec[i])) + rec_scale * nz[i]
+            else:
+                for i in range(n):
+                    xt[i] = keep * xp[i] + alpha * (rr[i] + (dd[i] + b_rec[i]))
+            rt = rc[b, t]
+            act_row(xt, rt, act)
+            rp = r_prev[b]
+            for i in range(n):
+                rp[i] = rt[i]
+    zc = zs[b0:b1].reshape(nb * rows, n_out)
+    np.dot(rc.reshape(nb * rows, n), w_out_t, zc)
+    for j in range(nb * rows):
+        for k in range(n_out):
+            zc[j, k] += b_out[k]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def forward_kernel(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_scale, rectify,
+                   w_in, w_rec, w_out, b_rec, b_out, x0, alpha, keep, act, n_chunks,
+                   us, xs, rs, zs):
+    """Integrate the network; fills us, xs, rs (B, T + 1, .) and zs (B, T + 1, n_out).
+
+    noise_mode: 0 none; 1 xi_in, xi_rec given (B, T, .); 2 drawn here from key_in, key_rec.
+    A scale of 0 switches that noise source off. One batch chunk per thread.
+    """
+    # Transposed copies: BLAS runs these small products fastest with both operands row-major.
+    w_in_t = np.ascontiguousarray(w_in.T)
+    w_rec_t = np.ascontiguousarray(w_rec.T)
+    w_out_t = np.ascontiguousarray(w_out.T)
+    for c in prange(n_chunks):
+        _forward_chunk(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_scale, rectify,
+                       w_in_t, w_rec_t, w_out_t, b_rec, b_out, x0, alpha, keep, act, n_chunks,
+                       us, xs, rs, zs, c)
+
+
+@njit(cache=True, error_model="numpy")
+def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
+                gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out, c):
+    batch, rows, n = xs.shape
+    steps = rows - 1
+    n_out = w_out.shape[0]
+    b0, b1 = _chunk(c, n_chunks, batch)
+    nb = b1 - b0
+    xc = xs[b0:b1]
+    rc = rs[b0:b1]
+    gc = g[b0:b1]
+    # Readout: dL/dr_t = gz_t W_out for all steps in one product (row 0 of gzc is 0).
+    dr = np.empty((nb * rows if use_gz else 0, n), dtype=xs.dtype)
+    if use_gz:
+        gzc = np.zeros((nb, rows, n_out), dtype=xs.dtype)
+        for b in range(nb):
+            for t in range(steps):
+                for k in range(n_out):
+                    gzc[b, t + 1, k] = gz[b0 + b, t, k]
+        gzf = gzc.reshape(nb * rows, n_out)
+        np.dot(gzf, w_out, dr)
+        np.dot(gzf.T, rc.reshape(nb * rows, n), gw_out[c])
+        for k in range(n_out):
+            gb_out[c, k] = 0
+        for j in range(nb * rows):
+            for k in range(n_out):
+                gb_out[c, k] += gzf[j, k]
+    nxt = np.zeros((nb, n), dtype=xs.dtype)  # dL/dx_{t+1}
+    prop = np.zeros((nb, n), dtype=xs.dtype)  # dL/dx_{t+1} W_rec (0 past the end)
+    s = np.empty(n, dtype=xs.dtype)
+    fp = np.empty(n, dtype=xs.dtype)
+    for t in range(steps, 0, -1):
+        if t < steps:
+            np.dot(nxt, w_rec, prop)
+        for b in range(nb):
+            pb = prop[b]
+            dact_row(xc[b, t], rc[b, t], fp, act)
+            nb_ = nxt[b]
+            out = gc[b, t - 1]
+            if use_gz and not use_gr and not use_gx:
+                # The common case (a loss on z only), in one pass.
+                drb = dr[b * rows + t]
+                for i in range(n):
+                    v = keep * nb_[i] + fp[i] * (alpha * pb[i] + drb[i])
+                    out[i] = v
+                    nb_[i] = v
+                continue
+            for i in range(n):
+                s[i] = alpha * pb[i]
+            if use_gz:
+                drb = dr[b * rows + t]
+                for i in range(n):
+                    s[i] += drb[i]
+            if use_gr:
+                grb = gr[b0 + b, t - 1]
+                for i in range(n):
+                    s[i] += grb[i]
+            for i in range(n):
+                out[i] = keep * nb_[i] + fp[i] * s[i]
+            if use_gx:
+                gxb = gx[b0 + b, t - 1]
+                for i in range(n):
+                    out[i] += gxb[i]
+            for i in range(n):
+                nb_[i] = out[i]
+    for b in range(nb):
+        gl = gc[b, steps]
+        for i in range(n):
+            gl[i] = 0
+    np.dot(nxt, w_rec, prop)
+    for i in range(n):
+        gx0[c, i] = 0
+    for b in range(nb):
+        dact_row(xc[b, 0], rc[b, 0], fp, act)
+        nb_ = nxt[b]
+        pb = prop[b]
+        for i in range(n):
+            gx0[c, i] += keep * nb_[i] + alpha * pb[i] * fp[i]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def bptt_kernel(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
+                gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out):
+    """The adjoint recurrence: g[b, t - 1] = dL/dx_t (t = 1..T), g[b, T] = 0.
+
+    Direct partials: gz (B, T, n_out) on z, gr (B, T, n) on r, gx (B, T, n) on x (each used
+    only if its flag is set). Per chunk c: gx0[c] (dL/dx0 summed over the chunk) and, when
+    use_gz, gw_out[c], gb_out[c] (the readout gradients).
+    """
+    for c in prange(n_chunks):
+        _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
+                    gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out, c)
+
+
+@njit(cache=True, error_model="numpy")
+def _weight_grad_chunk(g, rs, us, w_in, alpha, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
+                       want_u, gw_rec, gw_in, gb_rec, gu, c):
+    batch, rows, n = g.shape
+    n_in = us.shape[2]
+    steps = rows - 1
+    b0, b1 = _chunk(c, n_chunks, batch)
+    nb = b1 - b0
+    gf = g[b0:b1].reshape(nb * rows, n)
+    if want_w_rec:
+        np.dot(gf.T, rs[b0:b1].reshape(nb * rows, n), gw_rec[c])
+        for i in range(n):
+            for j in range(n):
+                gw_rec[c, i, j] *= alpha
+    if want_w_in:
+        np.dot(gf.T, us[b0:b1].reshape(nb * rows, n_in), gw_in[c])
+        for i in range(n):
+            for j in range(n_in):
+                gw_in[c, i, j] *= alpha
+    if want_b_rec:
+        for i in range(n):
+            gb_rec[c, i] = 0
+        for j in range(nb * rows):
+            for i in range(n):
+                gb_rec[c, i] += gf[j, i]
+        for i in range(n):
+            gb_rec[c, i] *= alpha
+    if want_u:
+        du = np.empty((nb * rows, n_in), dtype=g.dtype)
+        np.dot(gf, w_in, du)
+        for b in range(nb):
+            for t in range(steps):
+                for k in range(n_in):
+                    v = alpha * du[b * rows + t, k]
+                    if rectify and not us[b0 + b, t, k] > 0:
+                        v = v * 0
+                    gu[b0 + b, t, k] = v
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def weight_grad_kernel(g, rs, us, w_in, alpha, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
+                       want_u, gw_rec, gw_in, gb_rec, gu):
+    """Per chunk: a G^T R, a G^T U, a sum(G) (partials to be summed), and dL/du (B, T, n_in)."""
+    for c in prange(n_chunks):
+        _weight_grad_chunk(g, rs, us, w_in, alpha, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
+                           want_u, gw_rec, gw_in, gb_rec, gu, c)
+
+
+@njit(cache=True, error_model="numpy")
+def _direct_partials(gx, g, subtract, out):
+    """out = gx - g[:, :-1] (or gx); True if anything nonzero is left."""
+    batch, steps, n = gx.shape
+    nonzero = False
+    for b in range(batch):
+        for t in range(steps):
+            src = gx[b, t]
+            dst = out[b, t]
+            if subtract:
+                gr = g[b, t]
+                for i in range(n):
+                    dst[i] = src[i] - gr[i]
+            else:
+                for i in range(n):
+                    dst[i] = src[i]
+            for i in range(n):
+                if dst[i] != 0:
+                    nonzero = True
+    return nonzero
+
+
+# ---------------------------------------------------------------- BLAS threads
+_BLAS_THREADS: list | None = None
+
+# (get, set) symbol names of the BLAS thread count, per threadpoolctl internal_api.
+_THREAD_SYMBOLS = {
+    "openblas": [(f"{p}openblas_get_num_threads{x}", f"{p}openblas_set_num_threads{x}")
+                 for p in ("", "scipy_") for x in ("", "64_")],
+    "mkl": [("MKL_Get_Max_Threads", "MKL_Set_Num_Threads")],
+    "blis": [("bli_thread_get_num_threads", "bli_thread_set_num_threads")],
+}
+
+
+def _blas_thread_controls() -> list:
+    """(get, set) callables for each BLAS library loaded in the process (found once)."""
+    global _BLAS_THREADS
+    if _BLAS_THREADS is None:
+        _BLAS_THREADS = []
+        try:
+            import ctypes
+
+            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's np.dot calls)
+            from threadpoolctl import ThreadpoolController
+
+            for lib in ThreadpoolController().lib_controllers:
+                if lib.user_api != "blas":
+                    continue
+                # Direct ctypes calls: a kernel call toggles these several times per step,
+                # and threadpoolctl's wrappers cost tens of microseconds each time.
+                found = None
+                handle = ctypes.CDLL(lib.filepath)
+                for get, set_ in _THREAD_SYMBOLS.get(lib.internal_api, []):
+                    try:
+                        fget, fset = getattr(handle, get), getattr(handle, set_)
+                    except AttributeError:
+                        continue
+                    fget.restype, fget.argtypes = ctypes.c_int, []
+                    fset.restype, fset.argtypes = None, [ctypes.c_int]
+                    found = (fget, fset)
+                    break
+                _BLAS_THREADS.append(found or (lib.get_num_threads, lib.set_num_threads))
+        except Exception:  # pragma: no cover - threadpoolctl missing: nothing to control
+            _BLAS_THREADS = []
+    return _BLAS_THREADS
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """BLAS on one thread while a kernel runs: the kernels already put one batch chunk on each
+    thread, and a threaded BLAS called inside them would oversubscribe the cores (OpenBLAS also
+    warns when it is called inside an OpenMP region)."""
+    changed = []
+    for get, set_ in _blas_thread_controls():
+        k = get()
+        if k != 1:
+            set_(1)
+            changed.append((set_, k))
+    try:
+        yield
+    finally:
+        for set_, k in changed:
+            set_(k)
+
+
+# ---------------------------------------------------------------- autograd
+@dataclass
+class Tape:
+    """What the forward kernel computed and the backward passes read (numpy, shared memory)."""
+
+    act: int
+    rectify: bool
+    alpha: Any  # numpy scalars of the model dtype
+    keep: Any
+    n_chunks: int
+    w_out: np.ndarray | None = None
+    us: np.ndarray | None = None
+    xs: np.ndarray | None = None
+    rs: np.ndarray | None = None
+    zs: np.ndarray | None = None
+    w_in: np.ndarray | None = None
+    w_rec: np.ndarray | None = None
+    # Set by Readout.backward: dL/dx_t (totals) and dL/dx0 per chunk, and the gz it came from.
+    g: np.ndarray | None = None
+    gx0: np.ndarray | None = None
+    cache_key: tuple | None = field(default=None, repr=False)
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else np.ascontiguousarray(t.detach().numpy())
+
+
+def _empty3(dtype) -> np.ndarray:
+    return np.empty((0, 0, 0), dtype=dtype)
+
+
+def _bptt(tape: Tape, gz, gr, gx, w_out):
+    """Run the adjoint recurrence; returns (g (B, T + 1, n), gx0 per chunk, gw_out, gb_out)."""
+    xs = tape.xs
+    dt = xs.dtype
+    batch, rows, n = xs.shape
+    n_out = w_out.shape[0]
+    g = np.empty_like(xs)
+    gx0 = np.empty((tape.n_chunks, n), dtype=dt)
+    gw_out = np.empty((tape.n_chunks, n_out, n), dtype=dt)
+    gb_out = np.empty((tape.n_chunks, n_out), dtype=dt)
+    with single_threaded_blas():
+        bptt_kernel(
+            xs, tape.rs, tape.w_rec, w_out, tape.alpha, tape.keep, tape.act, tape.n_chunks,
+            gz if gz is not None else _empty3(dt), gr if gr is not None else _empty3(dt),
+            gx if gx is not None else _empty3(dt), gz is not None, gr is not None, gx is not None,
+            g, gx0, gw_out, gb_out,
+        )
+    return g, gx0, gw_out, gb_out
+
+
+class Trajectory(torch.autograd.Function):
+    """(u, W_in, W_rec, b_rec, x0) -> (x (B, T, n), link); see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, tape: Tape, u, w_in, w_rec, b_rec, x0, noise: dict):
+        ctx.set_materialize_grads(False)
+        dt = tape.alpha.dtype
+        u_np = _np(u)
+        batch, steps, n_in = u_np.shape
+        n = w_rec.shape[0]
+        n_out = tape.w_out.shape[0]
+        rows = steps + 1
+        tape.w_in, tape.w_rec = _np(w_in), _np(w_rec)
+        tape.us = np.empty((batch, rows, n_in), dtype=dt)
+        tape.xs = np.empty((batch, rows, n), dtype=dt)
+        tape.rs = np.empty((batch, rows, n), dtype=dt)
+        tape.zs = np.empty((batch, rows, n_out), dtype=dt)
+        with single_threaded_blas():
+            forward_kernel(
+                u_np, noise["xi_in"], noise["xi_rec"], noise["key_in"], noise["key_rec"], noise["mode"],
+                dt.type(noise["in_scale"]), dt.type(noise["rec_scale"]), tape.rectify,
+                tape.w_in, tape.w_rec, tape.w_out, _np(b_rec), noise["b_out"], _np(x0),
+                tape.alpha, tape.keep, tape.act, tape.n_chunks,
+                tape.us, tape.xs, tape.rs, tape.zs,
+            )
+        ctx.tape = tape
+        # Saved so that autograd notices in-place changes to the weights before backward.
+        ctx.save_for_backward(w_in, w_rec)
+        link = torch.zeros((), dtype=w_rec.dtype)
+        return torch.from_numpy(tape.xs)[:, 1:], link
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gx, glink):
+        tape: Tape = ctx.tape
+        ctx.saved_tensors  # raises if the weights were changed in place
+        need_u, need_w_in, need_w_rec, need_b_rec, need_x0 = ctx.needs_input_grad[1:6]
+        readout_ran = glink is not None and tape.g is not None
+        g, gx0 = (tape.g, tape.gx0) if readout_ran else (None, None)
+        if gx is not None:
+            gx_np = np.ascontiguousarray(gx.detach().numpy())
+            direct = np.empty_like(gx_np)
+            # gx holds the totals Readout returned plus any direct partials: keep the latter.
+            if _direct_partials(gx_np, g if readout_ran else tape.xs, readout_ran, direct):
+                gp, gx0p, _, _ = _bptt(tape, None, None, direct, tape.w_out)
+                g, gx0 = (gp, gx0p) if g is None else (g + gp, gx0 + gx0p)
+        if g is None:
+            return (None,) * 7
+        dt = g.dtype
+        batch, rows, n = g.shape
+        n_in = tape.us.shape[2]
+        k = tape.n_chunks
+        gw_rec = np.empty((k, n, n) if need_w_rec else (0, 0, 0), dtype=dt)
+        gw_in = np.empty((k, n, n_in) if need_w_in else (0, 0, 0), dtype=dt)
+        gb_rec = np.empty((k, n) if need_b_rec else (0, 0), dtype=dt)
+        gu = np.empty((batch, rows - 1, n_in) if need_u else (0, 0, 0), dtype=dt)
+        if need_w_rec or need_w_in or need_b_rec or need_u:
+            with single_threaded_blas():
+                weight_grad_kernel(g, tape.rs, tape.us, tape.w_in, tape.alpha, tape.rectify, k,
+                                   need_w_rec, need_w_in, need_b_rec, need_u, gw_rec, gw_in, gb_rec, gu)
+        t = torch.from_numpy
+        return (
+            None,
+            t(gu) if need_u else None,
+            t(gw_in.sum(0)) if need_w_in else None,
+            t(gw_rec.sum(0)) if need_w_rec else None,
+            t(gb_rec.sum(0)) if need_b_rec else None,
+            t(gx0.sum(0)) if need_x0 else None,
+            None,
+        )
+
+
+class Readout(torch.autograd.Function):
+    """(link, W_out, b_out, stack(x_1..x_T)) -> (z, r); backward returns dL/dx_t as totals."""
+
+    @staticmethod
+    def forward(ctx, tape: Tape, link, w_out, b_out, x_steps):
+        ctx.set_materialize_grads(False)
+        ctx.tape = tape
+        ctx.save_for_backward(w_out)
+        return torch.from_numpy(tape.zs)[:, 1:], torch.from_numpy(tape.rs)[:, 1:]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gz, gr):
+        tape: Tape = ctx.tape
+        (w_out,) = ctx.saved_tensors
+        steps = tape.xs.shape[1] - 1
+        if gz is None and gr is None:
+            return (None,) * 5
+        gz_np, gr_np = _np(gz), _np(gr)
+        # The Omega regulariser asks for dL/dx before loss.backward() asks again with the same
+        # gz: the second time, reuse the recurrence.
+        key = (gz_np, gr_np)
+        cached = tape.cache_key
+        if (cached is not None and _same(cached[0], gz_np) and _same(cached[1], gr_np)):
+            g, gx0, gw_out, gb_out = cached[2]
+        else:
+            g, gx0, gw_out, gb_out = _bptt(tape, gz_np, gr_np, None, tape.w_out)
+            tape.cache_key = (*key, (g, gx0, gw_out, gb_out))
+        tape.g, tape.gx0 = g, gx0
+        need_w_out, need_b_out = ctx.needs_input_grad[2:4]
+        t = torch.from_numpy
+        use_gz = gz_np is not None
+        g_t = t(g)
+        return (
+            None,
+            torch.ones((), dtype=g_t.dtype),
+            t(gw_out.sum(0)) if (need_w_out and use_gz) else None,
+            t(gb_out.sum(0)) if (need_b_out and use_gz) else None,
+            g_t[:, :steps],
+        )
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------- model entry point
+def _n_chunks(batch: int) -> int:
+    # One chunk per thread; very small chunks do not pay for the threading.
+    return max(1, min(numba.get_num_threads(), batch // 4 or 1))
+
+
+def kernel_forward(model, u: torch.Tensor, noise: Any):
+    """The numba backend of :meth:`EIRNN.forward`: returns z (B, T, n_out) and the states.
+
+    ``noise``: None draws it inside the kernel (the stream's seed comes from torch's global
+    generator, so ``torch.manual_seed`` makes it reproducible), False switches it off, a dict
+    ``{"rec", "in"}`` of standard normals uses those, and ``{"seed": int}`` draws it inside the
+    kernel from that seed (the same normals as :func:`kernel_noise` returns).
+    """
+    c = model.config
+    if u.device.type != "cpu":
+        raise ValueError("the numba backend runs on CPU tensors only (use backend 'torch' or 'auto' on CUDA)")
+    w = model.effective_weights()
+    dtype = np.dtype(c.dtype)
+    a = model.alpha
+    batch, steps, n_in = u.shape
+    empty = _empty3(dtype)
+    spec = {
+        "xi_in": empty, "xi_rec": empty, "key_in": np.uint64(0), "key_rec": np.uint64(0),
+        "mode": NOISE_OFF,
+        "in_scale": math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in,
+        "rec_scale": math.sqrt(2 * a) * c.sigma_rec,
+    }
+    if noise is None and model.noise:
+        noise = {"seed": int(torch.randint(0, 2**62, (), dtype=torch.int64))}
+    if isinstance(noise, dict) and "seed" in noise:
+        seed = np.uint64(int(noise["seed"]) % 2**64)
+        spec.update(mode=NOISE_KERNEL, key_in=np.uint64(stream_key(seed, 0)), key_rec=np.uint64(stream_key(seed, 1)))
+    elif isinstance(noise, dict):
+        spec.update(
+            mode=NOISE_GIVEN,
+            xi_in=np.ascontiguousarray(noise["in"].detach().cpu().numpy().astype(dtype, copy=False)),
+            xi_rec=np.ascontiguousarray(noise["rec"].detach().cpu().numpy().astype(dtype, copy=False)),
+        )
+    elif noise is not None and noise is not False:
+        raise TypeError(f"noise must be None, False or a dict, not {type(noise).__name__}")
+    spec["b_out"] = _np(model.b_out)
+    tape = Tape(
+        act=ACTIVATION_CODES[c.activation], rectify=bool(c.rectify_inputs),
+        alpha=dtype.type(a), keep=dtype.type(1 - a), n_chunks=_n_chunks(batch),
+        w_out=_np(w["W_out"]),
+    )
+    x, link = Trajectory.apply(tape, u, w["W_in"], w["W_rec"], model.b_rec, model.x0, spec)
+    xs = StepStates(x.unbind(1))
+    xs.kernel = _OmegaContext(tape, x, w["W_rec"], c.activation)
+    # Readout reads the steps through xs (one stacked tensor: Function.apply costs per argument),
+    # so that gradients with respect to states["x"] pass through its backward.
+    z, r = Readout.apply(tape, link, w["W_out"], model.b_out, torch.stack(xs, 1))
+    return z, {"x": xs, "r": r}
+
+
+# ---------------------------------------------------------------- Omega
+class StepStates(list):
+    """states["x"] of the numba backend: the list of x_t, plus what the fused Omega needs."""
+
+    kernel: "_OmegaContext"
+
+
+@dataclass
+class _OmegaContext:
+    tape: Tape
+    x: torch.Tensor  # Trajectory's output (B, T, n)
+    w_rec: torch.Tensor  # the effective W_rec the forward pass used (in the autograd graph)
+    activation: str
+
+    def omega(self, loss: torch.Tensor, xs: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`EIRNN.omega` for the numba backend: same value and gradients, one kernel."""
+        grads = torch.autograd.grad(loss, xs, retain_graph=True, allow_unused=True)
+        v = torch.stack([g if g is not None else torch.zeros_like(x) for g, x in zip(grads, xs)], dim=1)
+        return OmegaFunction.apply(self.tape, np.ascontiguousarray(v.detach().numpy()), self.w_rec, self.x)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _omega_derivatives(x, r, d, d2, code):
+    """f' as activation_derivative computes it (softplus: sigmoid without torch's threshold)
+    and its derivative f'' (the gradient of Omega through f'(x))."""
+    n = x.size
+    if code == 0:
+        for i in range(n):
+            d[i] = 1 if x[i] > 0 else 0
+            d2[i] = 0
+    elif code == 1:
+        for i in range(n):
+            d[i] = 1 - r[i] * r[i]
+            d2[i] = -2 * r[i] * d[i]
+    elif code == 2:
+        for i in range(n):
+            sg = 1 / (1 + np.exp(-x[i]))
+            d[i] = sg
+            d2[i] = sg * (1 - sg)
+    else:
+        for i in range(n):
+            d[i] = r[i] * (1 - r[i])
+            d2[i] = d[i] * (1 - 2 * r[i])
+
+
+@njit(cache=True, error_model="numpy")
+def omega_kernel(v, xs, rs, w_rec, alpha, keep, act, want_dx, gw, gx):
+    """Pascanu's Omega and its gradients, as :meth:`EIRNN.omega` writes them.
+
+    v (B, T, n): dL/dx_t (held constant); xs, rs: the tape (row t = x_t). For the valid (b, t)
+    (||v_{t+1}|| > 1e-20): p = (1 - a) v_{t+1} + a (v_{t+1} W) f'(x_t), ratio = ||p|| / ||v_{t+1}||.
+    Returns (sum of (ratio - 1)^2, count); fills gw = d(sum)/dW_rec and, when want_dx,
+    gx (B, T, n) = d(sum)/dx through f'(x_t) (divide both by count for the mean).
+    """
+    batch, steps, n = v.shape
+    pairs = steps - 1
+    m = batch * pairs
+    vn = np.empty((m, n), dtype=v.dtype)
+    for b in range(batch):
+        for k in range(pairs):
+            for i in range(n):
+                vn[b * pairs + k, i] = v[b, k + 1, i]
+    prop = np.empty((m, n), dtype=v.dtype)
+    np.dot(vn, w_rec, prop)
+    qf = np.empty((m, n), dtype=v.dtype)  # d(sum)/dp * f'(x)
+    fp = np.empty(n, dtype=v.dtype)
+    fpp = np.empty(n, dtype=v.dtype)
+    p = np.empty(n, dtype=v.dtype)
+    total = 0.0
+    count = 0
+    if want_dx:
+        for b in range(batch):
+            for k in range(steps):
+                for i in range(n):
+                    gx[b, k, i] = 0
+    for b in range(batch):
+        for k in range(pairs):
+            j = b * pairs + k
+            _omega_derivatives(xs[b, k + 1], rs[b, k + 1], fp, fpp, act)
+            num2 = 0.0
+            den2 = 0.0
+            for i in range(n):
+                p[i] = keep * vn[j, i] + alpha * prop[j, i] * fp[i]
+                num2 += p[i] * p[i]
+                den2 += vn[j, i] * vn[j, i]
+            den = math.sqrt(den2)
+            if not den > 1e-20:
+                for i in range(n):
+                    qf[j, i] = 0
+                continue
+            num = math.sqrt(num2)
+            ratio = num / den
+            total += (ratio - 1) ** 2
+            count += 1
+            c = 2 * (ratio - 1) / (num * den) if num > 0 else 0.0
+            for i in range(n):
+                q = c * p[i]
+                qf[j, i] = q * fp[i]
+                if want_dx:
+                    gx[b, k, i] = alpha * prop[j, i] * q * fpp[i]
+    np.dot(vn.T, qf, gw)
+    for i in range(n):
+        for k in range(n):
+            gw[i, k] *= alpha
+    return total, count
+
+
+class OmegaFunction(torch.autograd.Function):
+    """(W_rec, x) -> Omega, with v = dL/dx given (held constant)."""
+
+    @staticmethod
+    def forward(ctx, tape: Tape, v: np.ndarray, w_rec, x):
+        ctx.set_materialize_grads(False)
+        n = w_rec.shape[0]
+        dt = v.dtype
+        gw = np.empty((n, n), dtype=dt)
+        want_dx = tape.act != ACTIVATION_CODES["rectify"]
+        gx = np.empty(v.shape if want_dx else (0, 0, 0), dtype=dt)
+        with single_threaded_blas():
+            total, count = omega_kernel(v, tape.xs, tape.rs, tape.w_rec, tape.alpha, tape.keep, tape.act,
+                                        want_dx, gw, gx if want_dx else v)
+        ctx.count, ctx.gw, ctx.gx = count, gw, (gx if want_dx else None)
+        return torch.tensor(total / count if count else 0.0, dtype=w_rec.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        if grad is None or ctx.count == 0:
+            return None, None, None, None
+        scale = grad / ctx.count
+        gw = torch.from_numpy(ctx.gw) * scale if ctx.needs_input_grad[2] else None
+        gx = torch.from_numpy(ctx.gx) * scale if (ctx.gx is not None and ctx.needs_input_grad[3]) else None
+        return None, None, gw, gx
+
+
+def kernel_noise(model, batch: int, steps: int, seed: int) -> dict[str, torch.Tensor]:
+    """The standard normals the kernel draws for ``noise={"seed": seed}``, as a noise dict."""
+    from .kernels import standard_normal
+
+    c = model.config
+    dtype = np.dtype(c.dtype)
+    s = int(seed) % 2**64
+    return {
+        "in": torch.from_numpy(standard_normal(s, (batch, steps, c.n_in), 0, dtype)),
+        "rec": torch.from_numpy(standard_normal(s, (batch, steps, c.n), 1, dtype)),
+    }
