@@ -1,0 +1,24 @@
+"""Every shipped sweep file expands, and reproduction sweeps name the runs `neurocl run` would."""
+
+from pathlib import Path
+
+import pytest
+
+from neurocl.protocol import load_protocol, resolved_config
+from neurocl.store import run_id
+from neurocl.sweep import load_sweep
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEPS = sorted((REPO / "sweeps").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: str(p.relative_to(REPO / "sweeps")))
+def test_shipped_sweep_expands(path):
+    sweep = load_sweep(path)
+    assert sweep.runs and len({r.id for r in sweep.runs}) == len(sweep.runs)
+
+
+def test_reproduction_sweep_ids_equal_single_run_ids():
+    sweep = load_sweep(REPO / "sweeps" / "reproductions" / "r5-ewc.yaml")
+    expected = {run_id(resolved_config(load_protocol(REPO / "protocols" / "r5-ewc.yaml", [f"seed={s}"]))) for s in range(3)}
+    assert {r.id for r in sweep.runs} == expected
