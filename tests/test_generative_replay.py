@@ -194,6 +194,30 @@ def naive_accuracy(tmp_path_factory):
     return final_accuracy(run_protocol(split_digits(["naive"]), out=tmp_path_factory.mktemp("naive")))
 
 
+class _RealImages:
+    """A perfect 'generator': draws real images of the tasks it has seen."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def sample(self, n, generator=None):
+        return self.images[torch.randint(len(self.images), (n,), generator=generator)]
+
+    def state_dict(self):
+        return {}
+
+
+def test_with_a_perfect_generator_the_solver_side_matches_joint_training(tmp_path, monkeypatch):
+    def real_images(self, task_index, ctx):
+        return _RealImages(torch.cat([self.images_of(ctx.tasks[j].train.x) for j in range(task_index + 1)]))
+
+    monkeypatch.setattr(GenerativeReplay, "train_generator", real_images)
+    dgr = final_accuracy(run_protocol(split_digits([{"name": "generative-replay"}]), out=tmp_path))
+    # Measured at seed 0: 0.96 (joint training: 0.95): labelling by the previous solver, the
+    # 1 : 9 mixed set and the task ids lose nothing; what is lost in practice is the generator's.
+    assert dgr > 0.9
+
+
 def test_generative_replay_with_a_vae_beats_naive_fine_tuning(tmp_path, naive_accuracy):
     rule = {"name": "generative-replay", "generator": "vae", "lr": 3e-3, **FAST_GENERATOR, "epochs": 20}
     dgr = final_accuracy(run_protocol(split_digits([rule]), out=tmp_path))
