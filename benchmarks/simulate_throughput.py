@@ -148,7 +148,8 @@ def main():
     print(f"# {result['machine']}, {result['cores']} cores; load average {result['load average before/after']}")
     print(f"# float32 matmul peak (torch.mm 2048^2, measured in every round, median): {peak:.1f} GFLOP/s "
           f"(IQR {np.percentile(peaks, 25):.1f}-{np.percentile(peaks, 75):.1f})")
-    print(f"| {'N':>5} | {'variant':<14} | {'sequences/s':>11} | {'GFLOP/s':>8} | {'x reference':>11} | {'% of peak':>9} |")
+    print(f"| {'N':>5} | {'variant':<14} | {'sequences/s':>11} | {'GFLOP/s':>8} | {'x reference':>11} "
+          f"| {'% of peak':>9} |")
     print(f"|{'-' * 6}:|{'-' * 16}|{'-' * 12}:|{'-' * 9}:|{'-' * 12}:|{'-' * 10}:|")
     for r in rows:
         print(f"| {r['N']:>5} | {r['variant']:<14} | {r['sequences/s']:>11.1f} | {r['GFLOP/s']:>8.1f} | "

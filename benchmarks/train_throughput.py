@@ -263,7 +263,8 @@ def main():
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"# {result['machine']}, {result['cores']} cores; load average {result['load average before/after']}")
     print(f"# float32 matmul peak (torch.mm 2048^2, median over rounds): {peak:.1f} GFLOP/s "
-          f"(IQR {np.percentile(peaks, 25):.1f}-{np.percentile(peaks, 75):.1f}); {fl / 1e6:.3f} MFLOP per training sample")
+          f"(IQR {np.percentile(peaks, 25):.1f}-{np.percentile(peaks, 75):.1f}); "
+          f"{fl / 1e6:.3f} MFLOP per training sample")
     print(f"| {'variant':<26} | {'samples/s':>10} | {'IQR':>17} | {'x reference':>11} | {'% of peak':>9} |")
     print(f"|{'-' * 28}|{'-' * 12}:|{'-' * 19}:|{'-' * 13}:|{'-' * 11}:|")
     for r in rows:

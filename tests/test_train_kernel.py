@@ -249,7 +249,8 @@ def _train_and_simulate(dtype: str):
     neurocl.simulate(m, np.random.rand(4, 6, 5), seed=1)
 
 
-KERNELS = "[train_kernel.forward_kernel, train_kernel.bptt_kernel, train_kernel.weight_grad_kernel, kernels.simulate_kernel]"
+KERNELS = ("[train_kernel.forward_kernel, train_kernel.bptt_kernel, train_kernel.weight_grad_kernel, "
+           "kernels.simulate_kernel]")
 CACHE_SCRIPT = f"""
 import json, time
 t0 = time.perf_counter()

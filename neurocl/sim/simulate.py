@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from .ei_rnn import EIRNN
-from .kernels import ACTIVATION_CODES, NOISE_GIVEN, NOISE_KERNEL, NOISE_OFF, simulate_kernel, standard_normal, stream_key
+from .kernels import (
+    ACTIVATION_CODES, NOISE_GIVEN, NOISE_KERNEL, NOISE_OFF, simulate_kernel, standard_normal, stream_key,
+)
 
 
 def _seed(seed: int | None) -> int:
@@ -81,7 +83,8 @@ def simulate(
 
     c = model.config
     with torch.no_grad():
-        w = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=dtype) for k, v in model.effective_weights().items()}
+        w = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=dtype)
+             for k, v in model.effective_weights().items()}
         b_rec = np.ascontiguousarray(model.b_rec.detach().cpu().numpy(), dtype=dtype)
         b_out = np.ascontiguousarray(model.b_out.detach().cpu().numpy(), dtype=dtype)
         x0 = np.ascontiguousarray(model.x0.detach().cpu().numpy(), dtype=dtype)

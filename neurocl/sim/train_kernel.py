@@ -11,16 +11,19 @@ phi, the masks and the signs: the constraints stay in one place.
 
 Two Functions, so that ``states["x"]`` behaves as in the torch backend:
 
-* :class:`Trajectory`: (u, W_in, W_rec, b_rec, x0) -> x (B, T, n), plus a ``link`` tensor.
-  One fused kernel integrates the network, computes the readout and keeps everything the
-  backward pass needs (the "tape").
-* :class:`Readout`: (link, W_out, b_out, x_1, ..., x_T stacked) -> (z, r). Its backward runs the
+* :class:`Trajectory`: (u, W_in, W_rec, b_rec, x0) -> x (B, T, n), plus a scalar ``link``.
+  One fused kernel draws the noise, integrates the network, computes the readout and keeps
+  everything the backward pass needs (the :class:`Tape`).
+* :class:`Readout`: (link, W_out, b_out, stack(x_1, ..., x_T)) -> (z, r). Its backward runs the
   backward-through-time recurrence and returns, for each x_t, the TOTAL derivative dL/dx_t
   (what autograd returns for x_t in the torch backend, where x_t feeds the next step). So
-  ``torch.autograd.grad(loss, states["x"])`` and the Pascanu Omega code written for the torch
-  backend work unchanged. It returns the same totals through ``link``; Trajectory's backward
-  receives (totals + any direct partials, e.g. from Omega) on x and the totals on link, runs the
-  recurrence only on the difference (the direct partials) and adds the two.
+  ``torch.autograd.grad(loss, states["x"])`` and code written for the torch backend work
+  unchanged. It leaves the totals on the tape and a gradient on ``link`` that says so;
+  Trajectory's backward then receives (totals + any direct partials, e.g. from Omega through
+  f'(x)) on x, runs the recurrence only on the difference (the direct partials, usually none)
+  and forms the weight gradients from the sum.
+
+:class:`OmegaFunction` is the Pascanu Omega regulariser of :meth:`EIRNN.omega` as one kernel.
 
 Storage per sequence is time-shifted by one row, so that every weight gradient is a single
 matrix product over the flattened (batch x (T + 1)) rows, with no copies:
@@ -407,7 +410,8 @@ class Tape:
     zs: np.ndarray | None = None
     w_in: np.ndarray | None = None
     w_rec: np.ndarray | None = None
-    # Set by Readout.backward: dL/dx_t (totals) and dL/dx0 per chunk, and the gz it came from.
+    # Set by Readout.backward: dL/dx_t (totals) and dL/dx0 per chunk; cache_key: the (gz, gr)
+    # they came from and the results, reused when Omega and loss.backward() ask twice.
     g: np.ndarray | None = None
     gx0: np.ndarray | None = None
     cache_key: tuple | None = field(default=None, repr=False)
