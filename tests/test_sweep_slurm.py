@@ -34,10 +34,11 @@ rules: [naive]
 """
 # A run with a short first task and a long second one. scancel stops a job with SIGTERM, which
 # submitit ignores, and SIGKILL after the cluster's KillWait (~5 s here): the second task must
-# outlast that on a fast machine (600 epochs: ~9 s unloaded) for the cancel to interrupt it.
-SLOW = "tasks.1.epochs: 600"
+# outlast that on a fast machine for the cancel to interrupt it (3000 epochs: ~45 s unloaded;
+# 600 raced the cancel on an idle machine).
+SLOW = "tasks.1.epochs: 3000"
 # Preemption (USR2) stops the job at once: a shorter second task is enough.
-PREEMPTED = "tasks.1.epochs: 100"
+PREEMPTED = "tasks.1.epochs: 1000"
 
 
 def write_sweep(tmp_path: Path, body: str) -> Path:
