@@ -145,12 +145,6 @@ class RunDir:
         return json.loads((self.path / name).read_text())
 
 
-def runs_root(out: str | Path) -> Path:
-    """``out`` may be a store (containing ``runs/``) or the runs directory itself."""
-    out = Path(out)
-    return out / "runs" if (out / "runs").is_dir() or not out.name == "runs" else out
-
-
 def iter_runs(root: str | Path):
     root = Path(root)
     if (root / "config.json").is_file():

@@ -20,7 +20,7 @@ Rules act on the trainable raw parameters and must respect ``model.plasticity_ma
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -136,5 +136,3 @@ def parameter_masks(model) -> dict[str, torch.Tensor]:
     masks = model.plasticity_masks() if hasattr(model, "plasticity_masks") else {}
     return {n: masks.get(n, torch.ones_like(p)) for n, p in trainable_parameters(model).items()}
 
-
-ScenarioName = Literal["task-incremental", "domain-incremental", "class-incremental"]
