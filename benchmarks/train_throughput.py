@@ -59,6 +59,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import neurocl  # noqa: E402
+import neurocl.rules  # noqa: E402,F401  (registers the rules before training imports them)
+from neurocl.rules.base import Batch  # noqa: E402
+from neurocl.training import batch_loss  # noqa: E402
 
 torch.set_num_threads(args.threads)
 numba.set_num_threads(args.threads)
@@ -150,19 +153,24 @@ def make_steps(omega: float, batch: int, steps: int):
         opt.step()
 
     out["plain PyTorch"] = plain_step
-    for backend in ("torch", "numba"):
+    # neurocl's variants run the runner's own step: training.batch_loss (the fused numba path
+    # where the backend is numba), the model's regulariser, backward, Adam.
+    batch_data = Batch(x=u, y=y, task=torch.zeros(batch, dtype=torch.long))
+    class_mask = torch.ones(1, args.n_out, dtype=torch.bool)
+    for label, backend, fused in (("torch", "torch", False), ("numba, unfused", "numba", False),
+                                  ("numba", "numba", True)):
         model = neurocl.build_model("ei-rnn-64", seed=1, backend=backend, **base)
+        model.use_fused_loss = fused
         opt_m = make_optimizer([p for p in model.parameters() if p.requires_grad])
 
         def step(model=model, opt_m=opt_m):
             opt_m.zero_grad()
-            z, states = model(u, return_states=True)
-            loss = torch.nn.functional.cross_entropy(z[:, -1], y)
+            loss, _, states = batch_loss(model, batch_data, class_mask)
             loss = loss + model.regulariser(loss, states)
             loss.backward()
             opt_m.step()
 
-        out[f"neurocl {backend}"] = step
+        out[f"neurocl {label}"] = step
     return out
 
 

@@ -43,12 +43,22 @@ def per_example_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 
 def batch_loss(model, batch: Batch, class_mask: torch.Tensor):
-    """Weighted loss of a batch; returns (loss, outputs, states)."""
+    """Weighted loss of a batch; returns (loss, outputs, states).
+
+    Models with a fused training kernel (the E/I network on the numba backend) compute the
+    loss, its gradients and their regulariser in one call from the same ``loss_of_z``.
+    """
+
+    def loss_of_z(z: torch.Tensor) -> torch.Tensor:
+        logits = masked_logits(outputs_for_targets(z, batch.y), class_mask[batch.task])
+        per = per_example_loss(logits.float() if logits.dtype == torch.float16 else logits, batch)
+        return (batch.weights().to(per.dtype) * per).sum()
+
+    fused = model.fused_loss(batch.x, loss_of_z) if hasattr(model, "fused_loss") else None
+    if fused is not None:
+        return fused
     z, states = model(batch.x, return_states=True)
-    logits = masked_logits(outputs_for_targets(z, batch.y), class_mask[batch.task])
-    per = per_example_loss(logits.float() if logits.dtype == torch.float16 else logits, batch)
-    w = batch.weights().to(per.dtype)
-    return (w * per).sum(), z, states
+    return loss_of_z(z), z, states
 
 
 def correct_counts(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> tuple[float, float]:

@@ -174,6 +174,23 @@ def test_task_agnostic_evaluation_uses_task_inference(tmp_path):
     assert R[-1, 0] > 0.8 and R[-1, 1] > 0.8
 
 
+def test_accuracy_with_an_inferred_task_uses_that_tasks_classes(tmp_path):
+    """Partitioned tasks (R4): each task has its own classes; a task inferred right must score
+    what the task-given evaluation scores, not a prediction over every class seen."""
+    proto = permuted_digits(rules=[{"name": "supermask", "task_inference": "most-similar"}])
+    proto["tasks"] = [{"classes": [0, 1]}, {"classes": [2, 3]}, {"classes": [4, 5]}]
+    runner = train(proto, tmp_path)
+    metrics = pd.read_parquet(runner.rd.metrics)
+    given = np.array(json.loads(runner.rd.summary.read_text())["accuracy_matrix"])[-1]
+    inferred = metrics[metrics.metric == "task_inference_acc"].sort_values("eval_task").value.to_numpy()
+    with_inferred = metrics[metrics.metric == "acc_inferred"].sort_values("eval_task").value.to_numpy()
+    assert len(with_inferred) == 3
+    for j in range(3):
+        # Where the task was always found, the two accuracies are the same evaluation.
+        if inferred[j] == 1.0:
+            assert with_inferred[j] == pytest.approx(given[j], abs=1e-9)
+    assert inferred.max() == 1.0  # the comparison above happened at least once
+
 def test_init_from_the_most_similar_earlier_task_copies_its_scores(trained):
     from neurocl.rules.supermask import Supermask, SupermaskConfig
 

@@ -46,6 +46,16 @@ class Model(nn.Module):
         """An extra loss term the model asks for (0 unless configured)."""
         return loss.new_zeros(())
 
+    def fused_loss(self, u: torch.Tensor, loss_of_z) -> tuple[torch.Tensor, torch.Tensor, dict] | None:
+        """(loss, z, states) of one training batch computed in one fused call, or None.
+
+        ``loss_of_z(z)`` is the batch's loss as a function of the outputs. Models with a fused
+        training kernel return the same loss (and give the same gradients, including those of
+        :meth:`regulariser` when it is called with the returned states) as
+        ``loss_of_z(model(u))``; the default has none and the caller runs the plain forward pass.
+        """
+        return None
+
     def check_constraints(self) -> list[str]:
         """Violated constraints, as readable messages (empty when all hold)."""
         return []

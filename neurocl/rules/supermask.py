@@ -37,7 +37,8 @@ At the end of training it records (``ctx.log_metric``; pair metrics put the firs
 * ``precision_macro``, ``recall_macro``, ``f1_macro`` (task = the last task, eval_task =
   the task evaluated): macro scores on each task's test split with the task given;
 * ``acc_inferred`` and ``task_inference_acc`` (task = the last task, eval_task): accuracy
-  with the task inferred, and how often the inferred task is right (per example). With
+  with the task inferred (the inferred task's mask and classes, as if it had been given), and
+  how often the inferred task is right (per example). With
   ``inference_metrics: every-task`` these are recorded after every task.
 
 The runner already records each task's wall time (metric ``time``); the last task's includes
@@ -248,8 +249,8 @@ class Supermask(Rule):
             for x, y in self._test_batches(ctx, j):
                 inferred = self.infer(ctx, x)
                 z = outputs_for_targets(self.outputs_for(ctx, x, inferred), y)
-                allowed = self._aware(ctx)[: task_index + 1].any(0, keepdim=True).expand(len(y), -1)
-                pred = masked_logits(z, allowed).argmax(-1)
+                # As if the inferred task were given: its mask and its classes.
+                pred = masked_logits(z, self._aware(ctx)[inferred]).argmax(-1)
                 right_task += int((inferred == j).sum())
                 correct += int((pred == y).sum()) if y.dim() == 1 else 0
                 count += len(y)

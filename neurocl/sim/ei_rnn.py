@@ -160,10 +160,33 @@ class EIRNN(Model):
             return z, {"x": xs, "r": r_all}
         return z
 
+    # The fused numba training path (FusedLoss); switch off to compare with the general path.
+    use_fused_loss: bool = True
+
+    def fused_loss(self, u: torch.Tensor, loss_of_z):
+        """The numba backend's fused training step (see :class:`~neurocl.sim.train_kernel.FusedLoss`).
+
+        Used when the backend resolves to numba, gradients are on and none is asked of the
+        input; the states then hold only what :meth:`regulariser` needs (Omega, already computed).
+        """
+        if u.dim() == 2:
+            u = u[:, None, :]
+        u = u.to(self.W_rec.dtype)
+        if (not self.use_fused_loss or not torch.is_grad_enabled() or u.requires_grad
+                or self.resolved_backend(u.device) != "numba"):
+            return None
+        from .train_kernel import kernel_fused_loss
+
+        loss, omega, z = kernel_fused_loss(self, u, loss_of_z, want_omega=self.config.omega_lambda != 0)
+        return loss, z, {"omega": omega}
+
     # ---------------------------------------------------------------- Omega
     def regulariser(self, loss: torch.Tensor, states: dict[str, Any] | None) -> torch.Tensor:
         if self.config.omega_lambda == 0 or states is None or not loss.requires_grad:
             return loss.new_zeros(())
+        if "omega" in states:
+            # The fused path computed Omega with the loss (for this same loss).
+            return self.config.omega_lambda * states["omega"]
         return self.config.omega_lambda * self.omega(loss, states["x"])
 
     def omega(self, loss: torch.Tensor, xs: list[torch.Tensor]) -> torch.Tensor:

@@ -166,9 +166,10 @@ def forward_kernel(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_
                        us, xs, rs, zs, c)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
-                gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out, c):
+                gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out,
+                omega, want_dx, q, gxo, om_sums, gw_om, c):
     batch, rows, n = xs.shape
     steps = rows - 1
     n_out = w_out.shape[0]
@@ -197,6 +198,20 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
     prop = np.zeros((nb, n), dtype=xs.dtype)  # dL/dx_{t+1} W_rec (0 past the end)
     s = np.empty(n, dtype=xs.dtype)
     fp = np.empty(n, dtype=xs.dtype)
+    # Omega (when asked): the pair (v_{t+1} = dL/dx_{t+1}, x_t) needs v_{t+1} W_rec, which the
+    # recurrence computes anyway (prop). Q[b, t] = d(sum)/dp * f'(x_t) lines up with
+    # G[b, t] = v_{t+1}, so the W_rec gradient is one product a G^T Q per chunk.
+    qc = q[b0:b1]
+    ofp = np.empty(n, dtype=xs.dtype)
+    ofpp = np.empty(n, dtype=xs.dtype)
+    p = np.empty(n, dtype=xs.dtype)
+    total = 0.0
+    count = 0.0
+    if omega:
+        for b in range(nb):
+            for i in range(n):
+                qc[b, 0, i] = 0
+                qc[b, steps, i] = 0
     for t in range(steps, 0, -1):
         if t < steps:
             np.dot(nxt, w_rec, prop)
@@ -205,6 +220,29 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
             dact_row(xc[b, t], rc[b, t], fp, act)
             nb_ = nxt[b]
             out = gc[b, t - 1]
+            if omega and t < steps:
+                _omega_derivatives(xc[b, t], rc[b, t], ofp, ofpp, act)
+                num2 = 0.0
+                den2 = 0.0
+                for i in range(n):
+                    p[i] = keep * nb_[i] + alpha * pb[i] * ofp[i]
+                    num2 += p[i] * p[i]
+                    den2 += nb_[i] * nb_[i]
+                den = math.sqrt(den2)
+                qrow = qc[b, t]
+                coef = 0.0
+                if den > 1e-20:
+                    num = math.sqrt(num2)
+                    ratio = num / den
+                    total += (ratio - 1) ** 2
+                    count += 1
+                    coef = 2 * (ratio - 1) / (num * den) if num > 0 else 0.0
+                for i in range(n):
+                    qrow[i] = coef * p[i] * ofp[i]
+                if want_dx:
+                    gxr = gxo[b0 + b, t - 1]
+                    for i in range(n):
+                        gxr[i] = alpha * pb[i] * coef * p[i] * ofpp[i]
             if use_gz and not use_gr and not use_gx:
                 # The common case (a loss on z only), in one pass.
                 drb = dr[b * rows + t]
@@ -244,20 +282,34 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
         pb = prop[b]
         for i in range(n):
             gx0[c, i] += keep * nb_[i] + alpha * pb[i] * fp[i]
+    if omega:
+        om_sums[c, 0] = total
+        om_sums[c, 1] = count
+        np.dot(gc.reshape(nb * rows, n).T, qc.reshape(nb * rows, n), gw_om[c])
+        for i in range(n):
+            for k in range(n):
+                gw_om[c, i, k] *= alpha
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def bptt_kernel(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
-                gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out):
+                gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out,
+                omega, want_dx, q, gxo, om_sums, gw_om):
     """The adjoint recurrence: g[b, t - 1] = dL/dx_t (t = 1..T), g[b, T] = 0.
 
     Direct partials: gz (B, T, n_out) on z, gr (B, T, n) on r, gx (B, T, n) on x (each used
     only if its flag is set). Per chunk c: gx0[c] (dL/dx0 summed over the chunk) and, when
     use_gz, gw_out[c], gb_out[c] (the readout gradients).
+
+    With ``omega``, also Pascanu's Omega for v = the g being computed, as :func:`omega_kernel`
+    defines it: om_sums[c] = (sum of (ratio - 1)^2, number of valid pairs), gw_om[c] = its
+    gradient with respect to W_rec and, when want_dx, gxo (B, T, n) = its partials on x
+    (q (B, T + 1, n) is workspace).
     """
     for c in prange(n_chunks):
         _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
-                    gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out, c)
+                    gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out,
+                    omega, want_dx, q, gxo, om_sums, gw_om, c)
 
 
 @njit(cache=True, error_model="numpy")
@@ -425,24 +477,79 @@ def _empty3(dtype) -> np.ndarray:
     return np.empty((0, 0, 0), dtype=dtype)
 
 
-def _bptt(tape: Tape, gz, gr, gx, w_out):
-    """Run the adjoint recurrence; returns (g (B, T + 1, n), gx0 per chunk, gw_out, gb_out)."""
+def _bptt(tape: Tape, gz, gr, gx, w_out, omega: bool = False):
+    """Run the adjoint recurrence; returns (g (B, T + 1, n), gx0 per chunk, gw_out, gb_out),
+    plus, with ``omega``, (Omega's sum, count, its W_rec gradient (summed), its x partials or None)."""
     xs = tape.xs
     dt = xs.dtype
     batch, rows, n = xs.shape
     n_out = w_out.shape[0]
+    k = tape.n_chunks
     g = np.empty_like(xs)
-    gx0 = np.empty((tape.n_chunks, n), dtype=dt)
-    gw_out = np.empty((tape.n_chunks, n_out, n), dtype=dt)
-    gb_out = np.empty((tape.n_chunks, n_out), dtype=dt)
+    gx0 = np.empty((k, n), dtype=dt)
+    gw_out = np.empty((k, n_out, n), dtype=dt)
+    gb_out = np.empty((k, n_out), dtype=dt)
+    want_dx = omega and tape.act != ACTIVATION_CODES["rectify"]
+    q = np.empty_like(xs) if omega else _empty3(dt)
+    gxo = np.zeros((batch, rows - 1, n) if want_dx else (0, 0, 0), dtype=dt)
+    om_sums = np.zeros((k, 2), dtype=np.float64)
+    gw_om = np.empty((k, n, n) if omega else (0, 0, 0), dtype=dt)
     with single_threaded_blas():
         bptt_kernel(
-            xs, tape.rs, tape.w_rec, w_out, tape.alpha, tape.keep, tape.act, tape.n_chunks,
+            xs, tape.rs, tape.w_rec, w_out, tape.alpha, tape.keep, tape.act, k,
             gz if gz is not None else _empty3(dt), gr if gr is not None else _empty3(dt),
             gx if gx is not None else _empty3(dt), gz is not None, gr is not None, gx is not None,
-            g, gx0, gw_out, gb_out,
+            g, gx0, gw_out, gb_out, omega, want_dx, q, gxo, om_sums, gw_om,
         )
-    return g, gx0, gw_out, gb_out
+    if not omega:
+        return g, gx0, gw_out, gb_out
+    total, count = om_sums.sum(0)
+    return g, gx0, gw_out, gb_out, (float(total), int(count), gw_om.sum(0), gxo if want_dx else None)
+
+
+def _run_forward(tape: Tape, u, w_in, w_rec, b_rec, x0, noise: dict) -> None:
+    """The forward kernel: fills the tape's us, xs, rs, zs (B, T + 1, .)."""
+    dt = tape.alpha.dtype
+    u_np = _np(u)
+    batch, steps, n_in = u_np.shape
+    n = w_rec.shape[0]
+    n_out = tape.w_out.shape[0]
+    rows = steps + 1
+    tape.w_in, tape.w_rec = _np(w_in), _np(w_rec)
+    tape.us = np.empty((batch, rows, n_in), dtype=dt)
+    tape.xs = np.empty((batch, rows, n), dtype=dt)
+    tape.rs = np.empty((batch, rows, n), dtype=dt)
+    tape.zs = np.empty((batch, rows, n_out), dtype=dt)
+    with single_threaded_blas():
+        forward_kernel(
+            u_np, noise["xi_in"], noise["xi_rec"], noise["key_in"], noise["key_rec"], noise["mode"],
+            dt.type(noise["in_scale"]), dt.type(noise["rec_scale"]), tape.rectify,
+            tape.w_in, tape.w_rec, tape.w_out, _np(b_rec), noise["b_out"], _np(x0),
+            tape.alpha, tape.keep, tape.act, tape.n_chunks,
+            tape.us, tape.xs, tape.rs, tape.zs,
+        )
+
+
+def _weight_grads(tape: Tape, g: np.ndarray, need_u: bool, need_w_in: bool, need_w_rec: bool, need_b_rec: bool):
+    """(gu, gW_in, gW_rec, gb_rec) from g = dL/dx_t (each None unless asked for)."""
+    dt = g.dtype
+    batch, rows, n = g.shape
+    n_in = tape.us.shape[2]
+    k = tape.n_chunks
+    gw_rec = np.empty((k, n, n) if need_w_rec else (0, 0, 0), dtype=dt)
+    gw_in = np.empty((k, n, n_in) if need_w_in else (0, 0, 0), dtype=dt)
+    gb_rec = np.empty((k, n) if need_b_rec else (0, 0), dtype=dt)
+    gu = np.empty((batch, rows - 1, n_in) if need_u else (0, 0, 0), dtype=dt)
+    if need_w_rec or need_w_in or need_b_rec or need_u:
+        with single_threaded_blas():
+            weight_grad_kernel(g, tape.rs, tape.us, tape.w_in, tape.alpha, tape.rectify, k,
+                               need_w_rec, need_w_in, need_b_rec, need_u, gw_rec, gw_in, gb_rec, gu)
+    return (
+        gu if need_u else None,
+        gw_in.sum(0) if need_w_in else None,
+        gw_rec.sum(0) if need_w_rec else None,
+        gb_rec.sum(0) if need_b_rec else None,
+    )
 
 
 class Trajectory(torch.autograd.Function):
@@ -451,25 +558,7 @@ class Trajectory(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tape: Tape, u, w_in, w_rec, b_rec, x0, noise: dict):
         ctx.set_materialize_grads(False)
-        dt = tape.alpha.dtype
-        u_np = _np(u)
-        batch, steps, n_in = u_np.shape
-        n = w_rec.shape[0]
-        n_out = tape.w_out.shape[0]
-        rows = steps + 1
-        tape.w_in, tape.w_rec = _np(w_in), _np(w_rec)
-        tape.us = np.empty((batch, rows, n_in), dtype=dt)
-        tape.xs = np.empty((batch, rows, n), dtype=dt)
-        tape.rs = np.empty((batch, rows, n), dtype=dt)
-        tape.zs = np.empty((batch, rows, n_out), dtype=dt)
-        with single_threaded_blas():
-            forward_kernel(
-                u_np, noise["xi_in"], noise["xi_rec"], noise["key_in"], noise["key_rec"], noise["mode"],
-                dt.type(noise["in_scale"]), dt.type(noise["rec_scale"]), tape.rectify,
-                tape.w_in, tape.w_rec, tape.w_out, _np(b_rec), noise["b_out"], _np(x0),
-                tape.alpha, tape.keep, tape.act, tape.n_chunks,
-                tape.us, tape.xs, tape.rs, tape.zs,
-            )
+        _run_forward(tape, u, w_in, w_rec, b_rec, x0, noise)
         ctx.tape = tape
         # Saved so that autograd notices in-place changes to the weights before backward.
         ctx.save_for_backward(w_in, w_rec)
@@ -493,28 +582,13 @@ class Trajectory(torch.autograd.Function):
                 g, gx0 = (gp, gx0p) if g is None else (g + gp, gx0 + gx0p)
         if g is None:
             return (None,) * 7
-        dt = g.dtype
-        batch, rows, n = g.shape
-        n_in = tape.us.shape[2]
-        k = tape.n_chunks
-        gw_rec = np.empty((k, n, n) if need_w_rec else (0, 0, 0), dtype=dt)
-        gw_in = np.empty((k, n, n_in) if need_w_in else (0, 0, 0), dtype=dt)
-        gb_rec = np.empty((k, n) if need_b_rec else (0, 0), dtype=dt)
-        gu = np.empty((batch, rows - 1, n_in) if need_u else (0, 0, 0), dtype=dt)
-        if need_w_rec or need_w_in or need_b_rec or need_u:
-            with single_threaded_blas():
-                weight_grad_kernel(g, tape.rs, tape.us, tape.w_in, tape.alpha, tape.rectify, k,
-                                   need_w_rec, need_w_in, need_b_rec, need_u, gw_rec, gw_in, gb_rec, gu)
-        t = torch.from_numpy
-        return (
-            None,
-            t(gu) if need_u else None,
-            t(gw_in.sum(0)) if need_w_in else None,
-            t(gw_rec.sum(0)) if need_w_rec else None,
-            t(gb_rec.sum(0)) if need_b_rec else None,
-            t(gx0.sum(0)) if need_x0 else None,
-            None,
-        )
+        gu, gw_in, gw_rec, gb_rec = _weight_grads(tape, g, need_u, need_w_in, need_w_rec, need_b_rec)
+        t = _tensor
+        return None, t(gu), t(gw_in), t(gw_rec), t(gb_rec), t(gx0.sum(0)) if need_x0 else None, None
+
+
+def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(a)
 
 
 class Readout(torch.autograd.Function):
@@ -571,21 +645,15 @@ def _n_chunks(batch: int) -> int:
     return max(1, min(numba.get_num_threads(), batch // 4 or 1))
 
 
-def kernel_forward(model, u: torch.Tensor, noise: Any):
-    """The numba backend of :meth:`EIRNN.forward`: returns z (B, T, n_out) and the states.
-
-    ``noise``: None draws it inside the kernel (the stream's seed comes from torch's global
-    generator, so ``torch.manual_seed`` makes it reproducible), False switches it off, a dict
-    ``{"rec", "in"}`` of standard normals uses those, and ``{"seed": int}`` draws it inside the
-    kernel from that seed (the same normals as :func:`kernel_noise` returns).
-    """
+def _prepare(model, u: torch.Tensor, noise: Any):
+    """Effective weights, the noise spec and an empty tape for one kernel call."""
     c = model.config
     if u.device.type != "cpu":
         raise ValueError("the numba backend runs on CPU tensors only (use backend 'torch' or 'auto' on CUDA)")
     w = model.effective_weights()
     dtype = np.dtype(c.dtype)
     a = model.alpha
-    batch, steps, n_in = u.shape
+    batch = u.shape[0]
     empty = _empty3(dtype)
     spec = {
         "xi_in": empty, "xi_rec": empty, "key_in": np.uint64(0), "key_rec": np.uint64(0),
@@ -612,13 +680,128 @@ def kernel_forward(model, u: torch.Tensor, noise: Any):
         alpha=dtype.type(a), keep=dtype.type(1 - a), n_chunks=_n_chunks(batch),
         w_out=_np(w["W_out"]),
     )
+    return w, spec, tape
+
+
+def kernel_forward(model, u: torch.Tensor, noise: Any):
+    """The numba backend of :meth:`EIRNN.forward`: returns z (B, T, n_out) and the states.
+
+    ``noise``: None draws it inside the kernel (the stream's seed comes from torch's global
+    generator, so ``torch.manual_seed`` makes it reproducible), False switches it off, a dict
+    ``{"rec", "in"}`` of standard normals uses those, and ``{"seed": int}`` draws it inside the
+    kernel from that seed (the same normals as :func:`kernel_noise` returns).
+    """
+    w, spec, tape = _prepare(model, u, noise)
     x, link = Trajectory.apply(tape, u, w["W_in"], w["W_rec"], model.b_rec, model.x0, spec)
     xs = StepStates(x.unbind(1))
-    xs.kernel = _OmegaContext(tape, x, w["W_rec"], c.activation)
+    xs.kernel = _OmegaContext(tape, x, w["W_rec"], model.config.activation)
     # Readout reads the steps through xs (one stacked tensor: Function.apply costs per argument),
     # so that gradients with respect to states["x"] pass through its backward.
     z, r = Readout.apply(tape, link, w["W_out"], model.b_out, torch.stack(xs, 1))
     return z, {"x": xs, "r": r}
+
+
+# ---------------------------------------------------------------- fused training loss
+class FusedLoss(torch.autograd.Function):
+    """(W_in, W_rec, W_out, b_rec, b_out, x0) -> (loss, Omega, z) in one call.
+
+    The forward pass runs the forward kernel, the loss on z (``loss_of_z``, torch code run on a
+    detached copy of z, so that the loss is written once for both backends), the
+    backward-through-time kernel for dL/dx_t and, when asked, the Omega kernel (which needs
+    dL/dx_t). The backward pass only forms the weight gradients from what is stored, scaled by
+    the incoming gradients of loss and Omega. This skips the per-step autograd graph of
+    :func:`kernel_forward` (unbinding and stacking the steps, two Functions, a second
+    autograd pass for Omega), most of a step's cost at R1's size.
+    """
+
+    @staticmethod
+    def forward(ctx, tape: Tape, noise: dict, loss_of_z, want_omega: bool, u, w_in, w_rec, w_out, b_rec, b_out, x0):
+        ctx.set_materialize_grads(False)
+        _run_forward(tape, u, w_in, w_rec, b_rec, x0, noise)
+        z = torch.from_numpy(tape.zs)[:, 1:]
+        z_leaf = z.detach().requires_grad_()
+        with torch.enable_grad():
+            loss = loss_of_z(z_leaf)
+        (gz,) = torch.autograd.grad(loss, z_leaf)
+        out = _bptt(tape, np.ascontiguousarray(gz.numpy()), None, None, tape.w_out, omega=want_omega)
+        g, gx0, gw_out, gb_out = out[:4]
+        ctx.tape = tape
+        ctx.task = (g, gx0.sum(0), gw_out.sum(0), gb_out.sum(0))
+        ctx.omega = None
+        omega = torch.zeros((), dtype=w_rec.dtype)
+        if want_omega and out[4][1]:
+            total, count, gw, gx = out[4]
+            omega = torch.tensor(total / count, dtype=w_rec.dtype)
+            g_om = gx0_om = None
+            if gx is not None and np.any(gx):
+                # Omega reaches x_t through f'(x_t): run the recurrence on those partials.
+                g_om, gx0_om, _, _ = _bptt(tape, None, None, gx, tape.w_out)
+                g_om /= count
+                gx0_om = gx0_om.sum(0) / count
+            ctx.omega = (g_om, gx0_om, gw / count)
+        # Saved so that autograd notices in-place changes to the weights before backward.
+        ctx.save_for_backward(w_in, w_rec, w_out)
+        ctx.mark_non_differentiable(z)
+        return loss.detach(), omega, z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_loss, g_omega, g_z):
+        tape: Tape = ctx.tape
+        ctx.saved_tensors  # raises if the weights were changed in place
+        need_w_in, need_w_rec, need_w_out, need_b_rec, need_b_out, need_x0 = ctx.needs_input_grad[5:11]
+        none = (None,) * 11
+        s_loss = None if g_loss is None else float(g_loss)
+        s_om = None if (g_omega is None or ctx.omega is None) else float(g_omega)
+        if s_loss is None and s_om is None:
+            return none
+        g, gx0, gw_out, gb_out = ctx.task
+        g_om, gx0_om, gw_om = ctx.omega if s_om is not None else (None, None, None)
+        # Weight gradients are linear in dL/dx: one kernel call on the combined adjoint.
+        if s_loss is not None and g_om is not None:
+            g_all, gx0_all = s_loss * g + s_om * g_om, s_loss * gx0 + s_om * gx0_om
+            scale = 1.0
+        elif s_loss is not None:
+            g_all, gx0_all, scale = g, gx0, s_loss
+        elif g_om is not None:
+            g_all, gx0_all, scale = g_om, gx0_om, s_om
+        else:
+            g_all, gx0_all, scale = None, None, 1.0
+        gw_in = gw_rec = gb_rec = None
+        if g_all is not None:
+            _, gw_in, gw_rec, gb_rec = _weight_grads(tape, g_all, False, need_w_in, need_w_rec, need_b_rec)
+        dt = tape.xs.dtype.type
+
+        def scaled(a, k):
+            if a is None:
+                return None
+            return torch.from_numpy(a if k == 1.0 else a * dt(k))
+
+        out_w_rec = scaled(gw_rec, scale)
+        if need_w_rec and s_om is not None:
+            extra = torch.from_numpy(gw_om * dt(s_om))
+            out_w_rec = extra if out_w_rec is None else out_w_rec + extra
+        has_loss = s_loss is not None
+        return (
+            None, None, None, None, None,
+            scaled(gw_in, scale),
+            out_w_rec,
+            scaled(gw_out, s_loss) if need_w_out and has_loss else None,
+            scaled(gb_rec, scale),
+            scaled(gb_out, s_loss) if need_b_out and has_loss else None,
+            scaled(gx0_all, scale) if need_x0 and gx0_all is not None else None,
+        )
+
+
+def kernel_fused_loss(model, u: torch.Tensor, loss_of_z, want_omega: bool, noise: Any = None):
+    """Loss, Omega and z of a batch through :class:`FusedLoss` (the numba training path).
+
+    ``loss_of_z(z)`` maps the outputs (B, T, n_out) to the scalar loss. Returns (loss, omega, z);
+    gradients reach the raw parameters through :func:`effective_weights` as usual.
+    """
+    w, spec, tape = _prepare(model, u, noise)
+    return FusedLoss.apply(tape, spec, loss_of_z, want_omega, u, w["W_in"], w["W_rec"], w["W_out"],
+                           model.b_rec, model.b_out, model.x0)
 
 
 # ---------------------------------------------------------------- Omega
