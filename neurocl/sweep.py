@@ -1,6 +1,7 @@
 """Sweep files: a base protocol and its variations, expanded to runs of the store.
 
-A sweep file names a base protocol (a path relative to the sweep file) and how to vary it::
+A sweep file names a base protocol (a path relative to the sweep file) and how to vary it
+(or, as a suite, ``include: [other sweep files]`` to run all of theirs)::
 
     protocol: ../protocols/split-digits.yaml
     set:  {training.epochs: 1}                    # applied to every run
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .config import ConfigError, _Located, load_yaml, set_dotted, validate
 from .sim.config import Strict
@@ -68,7 +69,9 @@ class SlurmSettings(Strict):
 class SweepFile(Strict):
     name: Optional[str] = None  # default: the sweep file's stem
     description: Optional[str] = None
-    protocol: str
+    protocol: Optional[str] = None
+    # A suite: the runs of other sweep files (paths relative to this file), instead of a protocol.
+    include: List[str] = Field(default_factory=list)
     set_: Dict[str, Any] = Field(default_factory=dict, alias="set")
     grid: Dict[str, List[Any]] = Field(default_factory=dict)
     zip_: Union[Dict[str, List[Any]], List[Dict[str, List[Any]]]] = Field(default_factory=dict, alias="zip")
@@ -112,6 +115,18 @@ class SweepFile(Strict):
                     "zip lists must have the same length, got " + ", ".join(f"{k}: {n}" for k, n in lengths.items())
                 )
         return v
+
+    @model_validator(mode="after")
+    def _protocol_or_include(self):
+        if self.include:
+            varied = [k for k, v in (("protocol", self.protocol), ("set", self.set_), ("grid", self.grid),
+                                     ("zip", self.zip_), ("list", self.list_), ("seeds", self.seeds)) if v]
+            if varied:
+                raise ValueError(f"a sweep that includes other sweep files takes no {', '.join(varied)} "
+                                 "(set them in the included files)")
+        elif self.protocol is None:
+            raise ValueError("a sweep file needs 'protocol' (the base protocol) or 'include' (other sweep files)")
+        return self
 
     def zip_groups(self) -> list[dict[str, list]]:
         return [self.zip_] if isinstance(self.zip_, dict) else list(self.zip_)
@@ -159,15 +174,19 @@ class Sweep:
     name: str
     path: Path | None
     spec: SweepFile
-    protocol_path: Path
+    protocol_path: Path | None  # None for a suite (``include``)
     runs: list[SweepRun]
     n_combinations: int
+    included: list["Sweep"] = field(default_factory=list)
 
     def manifest(self) -> dict:
+        protocols = [self.protocol_path] if self.protocol_path else [s.protocol_path for s in self.included]
         return {
             "name": self.name,
             "sweep_file": str(self.path.resolve()) if self.path else None,
-            "protocol": str(self.protocol_path.resolve()),
+            "protocol": str(protocols[0].resolve()) if len(protocols) == 1 else None,
+            "protocols": [str(p.resolve()) for p in protocols],
+            "included": [str(s.path.resolve()) for s in self.included if s.path],
             "n_combinations": self.n_combinations,
             "runs": [{"id": r.id, "label": r.label} for r in self.runs],
             "expanded": time.time(),
@@ -271,7 +290,45 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(located.data, dict):
         raise ConfigError([f"{path}:1:1: a sweep file must be a mapping of keys"])
     spec = validate(SweepFile, located.data, located, str(path))
+    if spec.include:
+        return _suite(spec, located, path, seen=(path.resolve(),))
     return expand(spec, located, path)
+
+
+def _suite(spec: SweepFile, located: _Located, path: Path, seen: tuple[Path, ...]) -> Sweep:
+    """The runs of every included sweep file, once each (labels name the sweep they came from)."""
+    errors: list[str] = []
+    parts: list[Sweep] = []
+    for i, rel in enumerate(spec.include):
+        sub = (path.parent / rel).resolve()
+        where = _where(located, ("include", i))
+        if sub in seen:
+            errors.append(f"{where}: include: {rel} includes itself")
+            continue
+        if not sub.is_file():
+            errors.append(f"{where}: include: no such file: {sub}")
+            continue
+        try:
+            part_located = load_yaml(sub)
+            if not isinstance(part_located.data, dict):
+                raise ConfigError([f"{sub}:1:1: a sweep file must be a mapping of keys"])
+            part_spec = validate(SweepFile, part_located.data, part_located, str(sub))
+            parts.append(_suite(part_spec, part_located, sub, seen + (sub,)) if part_spec.include
+                         else expand(part_spec, part_located, sub))
+        except ConfigError as err:
+            errors += err.messages
+    if errors:
+        raise ConfigError(list(dict.fromkeys(errors)))
+    runs: dict[str, SweepRun] = {}
+    for part in parts:
+        for run in part.runs:
+            labels = [f"{part.name}: {label}" for label in run.labels]
+            if run.id in runs:
+                runs[run.id].labels += labels
+            else:
+                runs[run.id] = SweepRun(id=run.id, config=run.config, overrides=run.overrides, labels=labels)
+    return Sweep(name=spec.name or path.stem, path=path, spec=spec, protocol_path=None, runs=list(runs.values()),
+                 n_combinations=sum(p.n_combinations for p in parts), included=parts)
 
 
 def expand(spec: SweepFile, located: _Located, path: Path | None = None) -> Sweep:

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from neurocl.cli import main
 from neurocl.figures import figures, generate
+from neurocl.figures.inputs import InputError
 from neurocl.figures.masks import chance_jaccard
 from neurocl.models import build_model
 from neurocl.run import run_protocol
@@ -541,3 +542,41 @@ def test_a_swept_rule_setting_is_a_parameter_and_a_run_without_it_a_reference(st
     assert sorted(swept["value"]) == [1.0, 10.0, 100.0] and set(swept["series"]) == {"ewc"}
     ref = s[s["reference"]]
     assert list(ref["series"]) == ["naive"] and ref["value"].isna().all()
+
+
+# ---------------------------------------------------------------------------- selecting runs
+@pytest.fixture(scope="session")
+def studies_store(tmp_path_factory) -> Path:
+    """Runs of two 'studies' named like the reproductions: s1-naive, s1-joint, s2-naive."""
+    out = tmp_path_factory.mktemp("figures-studies")
+    run_protocol(protocol(name="s1-naive"), out)
+    run_protocol(protocol(name="s1-joint", rules=["joint"]), out)
+    run_protocol(protocol(name="s2-naive", seed=3), out)
+    return out
+
+
+def test_runs_glob_draws_only_the_matching_runs(studies_store, tmp_path):
+    ids = {r["config"]["name"]: rid for rid, r in runs_by(studies_store).items()}
+    manifest = generate(studies_store, tmp_path, only=["average-accuracy"], runs=["s1-*"])
+    assert manifest["inputs"] == sorted([ids["s1-naive"], ids["s1-joint"]])
+    # Conditions are labelled among the selected runs: s2-naive is not one of them.
+    conds = set(csv(tmp_path, "average-accuracy")["condition"])
+    assert len(conds) == 2 and not any("s2" in c for c in conds), conds
+    with pytest.raises(InputError, match="no finished run is named like nothing-\\*"):
+        generate(studies_store, tmp_path / "none", runs=["nothing-*"])
+
+
+def test_split_draws_one_figure_set_per_study(studies_store, tmp_path):
+    res = CliRunner().invoke(main, ["figures", str(studies_store), "--out", str(tmp_path), "--split", r"(s\d+)-",
+                                    "--only", "accuracy-matrix"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1", "s2"]
+    ids = {r["config"]["name"]: rid for rid, r in runs_by(studies_store).items()}
+    s1 = json.loads((tmp_path / "s1" / "manifest.json").read_text())
+    s2 = json.loads((tmp_path / "s2" / "manifest.json").read_text())
+    assert s1["inputs"] == sorted([ids["s1-naive"], ids["s1-joint"]]) and s2["inputs"] == [ids["s2-naive"]]
+    # The same figures as drawing each study on its own.
+    alone = generate(studies_store, tmp_path / "alone", only=["accuracy-matrix"], runs=["s2-*"])
+    assert alone["figures"] == s2["figures"]
+    bad = CliRunner().invoke(main, ["figures", str(studies_store), "--out", str(tmp_path), "--split", "x"])
+    assert bad.exit_code != 0 and "matches the start of no run name" in bad.output

@@ -182,6 +182,46 @@ def test_example_sweeps_expand():
         assert sw.runs and len({r.id for r in sw.runs}) == len(sw.runs)
 
 
+def test_a_suite_runs_the_union_of_its_included_sweeps(tmp_path):
+    write(tmp_path, "protocol: ../protocols/tiny.yaml\ngrid: {training.optimizer.lr: [0.01, 0.02]}\n")
+    (tmp_path / "sweeps" / "b.yaml").write_text("protocol: ../protocols/tiny.yaml\nseeds: [0, 1]\n")
+    suite = tmp_path / "sweeps" / "all.yaml"
+    suite.write_text("include: [s.yaml, b.yaml]\nlocal: {workers: 2}\n")
+    parts = [load_sweep(tmp_path / "sweeps" / f) for f in ("s.yaml", "b.yaml")]
+    sw = load_sweep(suite)
+    assert sw.name == "all" and sw.spec.local.workers == 2
+    assert sw.n_combinations == 4
+    # seed 0 of b.yaml is the base protocol at its default lr: not a run of s.yaml's grid.
+    assert [r.id for r in sw.runs] == list(dict.fromkeys(r.id for p in parts for r in p.runs))
+    assert sw.runs[0].label.startswith("s: training.optimizer.lr=0.01")
+    assert sw.manifest()["protocols"] == [str((tmp_path / "protocols" / "tiny.yaml").resolve())] * 2
+    # A suite of a suite, and a run shared by two included files, counted once with both labels.
+    (tmp_path / "sweeps" / "c.yaml").write_text("protocol: ../protocols/tiny.yaml\nset: {training.optimizer.lr: 0.01}\n")
+    nested = tmp_path / "sweeps" / "nested.yaml"
+    nested.write_text("include: [all.yaml, c.yaml]\n")
+    sw2 = load_sweep(nested)
+    shared = [r for r in sw2.runs if len(r.labels) == 2]
+    assert len(sw2.runs) == len(sw.runs) and len(shared) == 1
+    assert shared[0].labels == ["all: s: training.optimizer.lr=0.01", "c: (base)"]
+
+
+def test_suite_errors_name_the_include(tmp_path):
+    write(tmp_path, "protocol: ../protocols/tiny.yaml\n")
+    suite = tmp_path / "sweeps" / "all.yaml"
+    suite.write_text("include:\n  - s.yaml\n  - missing.yaml\n  - all.yaml\n")
+    msgs = errors(suite)
+    assert any(f"{suite}:3:" in m and "no such file" in m for m in msgs), msgs
+    assert any(f"{suite}:4:" in m and "includes itself" in m for m in msgs), msgs
+    suite.write_text("include: [s.yaml]\nseeds: 3\n")
+    assert any("takes no seeds" in m for m in errors(suite))
+    suite.write_text("name: nothing\n")
+    assert any("needs 'protocol'" in m for m in errors(suite))
+    # An error inside an included file names that file.
+    (tmp_path / "sweeps" / "bad.yaml").write_text("protocol: ../protocols/tiny.yaml\ngrid: {training.epochz: [1]}\n")
+    suite.write_text("include: [bad.yaml]\n")
+    assert any(str(tmp_path / "sweeps" / "bad.yaml") in m for m in errors(suite))
+
+
 def neurocl(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 

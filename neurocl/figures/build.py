@@ -10,6 +10,7 @@ left out by ``--only``) are left alone, never deleted.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +18,7 @@ import matplotlib
 from .. import __version__
 from ..store import atomic_write_json
 from . import determinism
-from .inputs import read_source
+from .inputs import read_raw, read_source, select_runs
 from .registry import Skip, figures
 from .style import figure_style
 
@@ -35,12 +36,36 @@ def select(only: list[str] | None) -> list[str]:
     return [n for n in known if n in set(only)]
 
 
-def generate(source: str | Path, out: str | Path, only: list[str] | None = None, style: str = "paper", fmt: str = "png") -> dict:
-    """Draw the figures of the results at ``source`` into ``out``; return the manifest."""
+def run_groups(source: str | Path, pattern: str, runs: list[str] | None = None) -> dict[str, list[str]]:
+    """Run names grouped by the part of each name that the regular expression ``pattern``
+    matches at its start (its first group if it has one): ``r\\d+`` puts r5-naive and r5-ewc
+    in group r5. Names it does not match are left out."""
+    rx = re.compile(pattern)
+    df = select_runs(read_raw(source), runs)
+    groups: dict[str, list[str]] = {}
+    for name in sorted(df["config.name"].astype(str).unique()):
+        m = rx.match(name)
+        if m:
+            key = m.group(1) if rx.groups else m.group(0)
+            groups.setdefault(key, []).append(name)
+    if not groups:
+        raise ValueError(f"--split '{pattern}' matches the start of no run name")
+    bad = [k for k in groups if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", k)]
+    if bad:
+        raise ValueError(f"--split '{pattern}' gives groups that are not folder names: {', '.join(bad)}")
+    return groups
+
+
+def generate(source: str | Path, out: str | Path, only: list[str] | None = None, style: str = "paper",
+             fmt: str = "png", runs: list[str] | None = None) -> dict:
+    """Draw the figures of the results at ``source`` into ``out``; return the manifest.
+
+    ``runs``: glob patterns on run names; only those runs are drawn.
+    """
     if fmt not in determinism.FORMATS:
         raise ValueError(f"unknown format '{fmt}' (choose from {', '.join(determinism.FORMATS)})")
     names = select(only)
-    df, art = read_source(source)
+    df, art = read_source(source, runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = figures()

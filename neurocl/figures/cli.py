@@ -25,15 +25,20 @@ def _names(values: tuple[str, ...]) -> list[str]:
 @click.option("--only", multiple=True, metavar="NAME", help="Draw only these figures (repeat, or separate by commas).")
 @click.option("--style", type=click.Choice(STYLES), default="paper", show_default=True, help="Style sheet.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="png", show_default=True, help="Image format.")
+@click.option("--runs", multiple=True, metavar="GLOB",
+              help="Only the runs whose name matches (repeat, or separate by commas), e.g. 'r5-*'.")
+@click.option("--split", metavar="REGEX",
+              help="One figure set per group of runs, in OUT/GROUP: the part of each run name the regular "
+                   "expression matches at its start (its first group if it has one), e.g. 'r\\d+'.")
 @click.option("--list", "list_only", is_flag=True, help="List the figures and the data each needs, then exit.")
-def figures(source: Path | None, out: Path | None, only: tuple[str, ...], style: str, fmt: str, list_only: bool) -> None:
+def figures(source: Path | None, out: Path | None, only: tuple[str, ...], style: str, fmt: str,
+            runs: tuple[str, ...], split: str | None, list_only: bool) -> None:
     """Draw the figures of SOURCE (a run directory, a store or sweep directory, or a results
     table written by `neurocl results`), each with the CSV of the numbers it plots and a
     manifest.json of sha256 sums. Same inputs, same bytes."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window
-    from .build import generate
     from .inputs import InputError
     from .registry import figures as registered
 
@@ -45,10 +50,25 @@ def figures(source: Path | None, out: Path | None, only: tuple[str, ...], style:
     if source is None:
         raise click.UsageError("missing SOURCE (a run directory, a store, or a results table)")
     out = out or default_out(source)
+    patterns = _names(runs) or None
     try:
-        manifest = generate(source, out, only=_names(only) or None, style=style, fmt=fmt)
+        if split:
+            from .build import run_groups
+
+            groups = run_groups(source, split, patterns)
+            for key, names in groups.items():
+                click.echo(f"== {key}: {', '.join(names)}")
+                _draw(source, out / key, only, style, fmt, names)
+        else:
+            _draw(source, out, only, style, fmt, patterns)
     except (InputError, ValueError) as err:
         raise click.ClickException(str(err)) from None
+
+
+def _draw(source: Path, out: Path, only, style: str, fmt: str, runs: list[str] | None) -> None:
+    from .build import generate
+
+    manifest = generate(source, out, only=_names(only) or None, style=style, fmt=fmt, runs=runs)
     for entry in manifest["figures"]:
         click.echo(f"wrote   {out / entry['files'][0]['path']}")
     for s in manifest["skipped"]:
