@@ -221,28 +221,10 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
             nb_ = nxt[b]
             out = gc[b, t - 1]
             if omega and t < steps:
-                _omega_derivatives(xc[b, t], rc[b, t], ofp, ofpp, act)
-                num2 = 0.0
-                den2 = 0.0
-                for i in range(n):
-                    p[i] = keep * nb_[i] + alpha * pb[i] * ofp[i]
-                    num2 += p[i] * p[i]
-                    den2 += nb_[i] * nb_[i]
-                den = math.sqrt(den2)
-                qrow = qc[b, t]
-                coef = 0.0
-                if den > 1e-20:
-                    num = math.sqrt(num2)
-                    ratio = num / den
-                    total += (ratio - 1) ** 2
-                    count += 1
-                    coef = 2 * (ratio - 1) / (num * den) if num > 0 else 0.0
-                for i in range(n):
-                    qrow[i] = coef * p[i] * ofp[i]
-                if want_dx:
-                    gxr = gxo[b0 + b, t - 1]
-                    for i in range(n):
-                        gxr[i] = alpha * pb[i] * coef * p[i] * ofpp[i]
+                term, valid = _omega_row(nb_, pb, xc[b, t], rc[b, t], alpha, keep, act, want_dx,
+                                         ofp, ofpp, p, qc[b, t], gxo[b0 + b, t - 1] if want_dx else p)
+                total += term
+                count += valid
             if use_gz and not use_gr and not use_gx:
                 # The common case (a loss on z only), in one pass.
                 drb = dr[b * rows + t]
@@ -849,6 +831,40 @@ def _omega_derivatives(x, r, d, d2, code):
             d2[i] = d[i] * (1 - 2 * r[i])
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _omega_row(v, pv, x, r, alpha, keep, act, want_dx, fp, fpp, p, q, gx):
+    """One (sequence, step) term of Omega for v = v_{t+1}, pv = v_{t+1} W_rec and x_t, r_t.
+
+    Returns ((ratio - 1)^2, 1), or (0, 0) where ||v|| vanishes; fills q = d(term)/dp * f'(x_t)
+    (the W_rec gradient is a sum of v^T q) and, when want_dx, gx = d(term)/dx_t through f'.
+    fp, fpp, p: scratch of length n.
+    """
+    n = v.size
+    _omega_derivatives(x, r, fp, fpp, act)
+    num2 = 0.0
+    den2 = 0.0
+    for i in range(n):
+        p[i] = keep * v[i] + alpha * pv[i] * fp[i]
+        num2 += p[i] * p[i]
+        den2 += v[i] * v[i]
+    den = math.sqrt(den2)
+    coef = 0.0
+    term = 0.0
+    valid = 0
+    if den > 1e-20:
+        num = math.sqrt(num2)
+        ratio = num / den
+        term = (ratio - 1) ** 2
+        valid = 1
+        coef = 2 * (ratio - 1) / (num * den) if num > 0 else 0.0
+    for i in range(n):
+        q[i] = (coef * p[i]) * fp[i]
+    if want_dx:
+        for i in range(n):
+            gx[i] = alpha * pv[i] * (coef * p[i]) * fpp[i]
+    return term, valid
+
+
 @njit(cache=True, error_model="numpy")
 def omega_kernel(v, xs, rs, w_rec, alpha, keep, act, want_dx, gw, gx):
     """Pascanu's Omega and its gradients, as :meth:`EIRNN.omega` writes them.
@@ -882,28 +898,10 @@ def omega_kernel(v, xs, rs, w_rec, alpha, keep, act, want_dx, gw, gx):
     for b in range(batch):
         for k in range(pairs):
             j = b * pairs + k
-            _omega_derivatives(xs[b, k + 1], rs[b, k + 1], fp, fpp, act)
-            num2 = 0.0
-            den2 = 0.0
-            for i in range(n):
-                p[i] = keep * vn[j, i] + alpha * prop[j, i] * fp[i]
-                num2 += p[i] * p[i]
-                den2 += vn[j, i] * vn[j, i]
-            den = math.sqrt(den2)
-            if not den > 1e-20:
-                for i in range(n):
-                    qf[j, i] = 0
-                continue
-            num = math.sqrt(num2)
-            ratio = num / den
-            total += (ratio - 1) ** 2
-            count += 1
-            c = 2 * (ratio - 1) / (num * den) if num > 0 else 0.0
-            for i in range(n):
-                q = c * p[i]
-                qf[j, i] = q * fp[i]
-                if want_dx:
-                    gx[b, k, i] = alpha * prop[j, i] * q * fpp[i]
+            term, valid = _omega_row(vn[j], prop[j], xs[b, k + 1], rs[b, k + 1], alpha, keep, act, want_dx,
+                                     fp, fpp, p, qf[j], gx[b, k] if want_dx else p)
+            total += term
+            count += valid
     np.dot(vn.T, qf, gw)
     for i in range(n):
         for k in range(n):
