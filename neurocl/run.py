@@ -362,7 +362,8 @@ class Runner:
         self.optimizer = make_optimizer([p for p in self.model.parameters() if p.requires_grad], proto.training)
         self.ctx = Context(
             model=self.model, optimizer=self.optimizer, tasks=self.tasks, protocol=proto,
-            loss_fn=lambda model, batch: batch_loss(model, batch, self.train_mask.to(self.device))[:2],
+            # Rules differentiate functions of the outputs (Fisher, MAS): the unfused forward pass.
+            loss_fn=lambda model, batch: batch_loss(model, batch, self.train_mask.to(self.device), fused=False)[:2],
             class_mask=self.train_mask.to(self.device), log_metric=self._rule_metric, generator=self.generator,
         )
         self.ctx.extra["device"] = self.device

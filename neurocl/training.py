@@ -42,11 +42,13 @@ def per_example_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return (ce * mask).sum(1) / mask.sum(1).clamp_min(1e-12)
 
 
-def batch_loss(model, batch: Batch, class_mask: torch.Tensor):
+def batch_loss(model, batch: Batch, class_mask: torch.Tensor, fused: bool = True):
     """Weighted loss of a batch; returns (loss, outputs, states).
 
     Models with a fused training kernel (the E/I network on the numba backend) compute the
-    loss, its gradients and their regulariser in one call from the same ``loss_of_z``.
+    loss, its gradients and their regulariser in one call from the same ``loss_of_z``; their
+    outputs then carry no gradient. ``fused=False`` asks for the plain forward pass, whose
+    outputs do (rules that differentiate functions of the outputs need it).
     """
 
     def loss_of_z(z: torch.Tensor) -> torch.Tensor:
@@ -54,9 +56,9 @@ def batch_loss(model, batch: Batch, class_mask: torch.Tensor):
         per = per_example_loss(logits.float() if logits.dtype == torch.float16 else logits, batch)
         return (batch.weights().to(per.dtype) * per).sum()
 
-    fused = model.fused_loss(batch.x, loss_of_z) if hasattr(model, "fused_loss") else None
-    if fused is not None:
-        return fused
+    out = model.fused_loss(batch.x, loss_of_z) if fused and hasattr(model, "fused_loss") else None
+    if out is not None:
+        return out
     z, states = model(batch.x, return_states=True)
     return loss_of_z(z), z, states
 
