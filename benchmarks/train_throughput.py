@@ -59,26 +59,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import neurocl  # noqa: E402
+from _common import cpu_model, matmul_peak  # noqa: E402  (beside this script)
 import neurocl.rules  # noqa: E402,F401  (registers the rules before training imports them)
 from neurocl.rules.base import Batch  # noqa: E402
 from neurocl.training import batch_loss  # noqa: E402
 
 torch.set_num_threads(args.threads)
 numba.set_num_threads(args.threads)
-
-
-# ---------------------------------------------------------------- peak
-def matmul_peak(size: int = 2048, repeats: int = 15) -> float:
-    """float32 GFLOP/s of torch.mm on large square matrices (median)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t)
-    return 2 * size**3 / float(np.median(times)) / 1e9
 
 
 # ---------------------------------------------------------------- plain PyTorch reference
@@ -223,12 +210,6 @@ def cold_start() -> dict:
 
 
 # ---------------------------------------------------------------- main
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown"
 
 
 def main():
