@@ -92,6 +92,23 @@ def _grid(stats: pd.DataFrame):
     return fig, axes, conds, layers, n
 
 
+def _panels(axes, stats: pd.DataFrame, conds, layers, n: int):
+    """(axis, condition, layer, rows) of every condition x layer panel that has data, its task
+    axes labelled; panels without data are hidden."""
+    for r, cond in enumerate(conds):
+        for c, layer in enumerate(layers):
+            ax = axes[r, c]
+            s = stats[(stats.condition == cond) & (stats.layer == layer)]
+            if s.empty:
+                ax.set_visible(False)
+                continue
+            ax.set_xticks(np.arange(n))
+            ax.set_yticks(np.arange(n))
+            ax.set_xlabel("task")
+            ax.set_ylabel("task")
+            yield ax, cond, layer, s
+
+
 @register("mask-overlap", title="Supermask overlap between tasks, with the chance level", needs=MASK_NEEDS)
 def mask_overlap(df: pd.DataFrame, art=None) -> list[Output]:
     overlap = _pairs(df, "mask_jaccard")
@@ -114,26 +131,16 @@ def mask_overlap(df: pd.DataFrame, art=None) -> list[Output]:
     fig, axes, conds, layers, n = _grid(stats)
     limit = max(0.05, float(np.nanmax(np.abs(stats["excess"]))))
     image = None
-    for r, cond in enumerate(conds):
-        for c, layer in enumerate(layers):
-            ax = axes[r, c]
-            s = stats[(stats.condition == cond) & (stats.layer == layer)]
-            if s.empty:
-                ax.set_visible(False)
-                continue
-            J, C, E = _matrix(s, "jaccard", n), _matrix(s, "chance", n), _matrix(s, "excess", n)
-            image = ax.imshow(E, cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
-            P = _matrix(s, "p_value_max", n)
-            differs = np.nanmax(C) - np.nanmin(C) > 0.005
-            star = np.where(P < SIGNIFICANT, "*", "")
-            text = [[f"{J[i, j]:.2f}{star[i, j]}" + (f"\n/{C[i, j]:.2f}" if differs else "") for j in range(n)] for i in range(n)]
-            annotate_cells(ax, J, text=text, dark=np.abs(np.nan_to_num(E)) > 0.6 * limit)
-            chance = f"{np.nanmean(C):.3f}" if not differs else f"{np.nanmin(C):.3f}-{np.nanmax(C):.3f}"
-            ax.set_title(f"{cond}\n{layer}: chance {chance}" if len(conds) > 1 else f"{layer}: chance {chance}")
-            ax.set_xticks(np.arange(n))
-            ax.set_yticks(np.arange(n))
-            ax.set_xlabel("task")
-            ax.set_ylabel("task")
+    for ax, cond, layer, s in _panels(axes, stats, conds, layers, n):
+        J, C, E = _matrix(s, "jaccard", n), _matrix(s, "chance", n), _matrix(s, "excess", n)
+        image = ax.imshow(E, cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
+        P = _matrix(s, "p_value_max", n)
+        differs = np.nanmax(C) - np.nanmin(C) > 0.005
+        star = np.where(P < SIGNIFICANT, "*", "")
+        text = [[f"{J[i, j]:.2f}{star[i, j]}" + (f"\n/{C[i, j]:.2f}" if differs else "") for j in range(n)] for i in range(n)]
+        annotate_cells(ax, J, text=text, dark=np.abs(np.nan_to_num(E)) > 0.6 * limit)
+        chance = f"{np.nanmean(C):.3f}" if not differs else f"{np.nanmin(C):.3f}-{np.nanmax(C):.3f}"
+        ax.set_title(f"{cond}\n{layer}: chance {chance}" if len(conds) > 1 else f"{layer}: chance {chance}")
     fig.colorbar(image, ax=axes.ravel().tolist(), label="overlap − chance", shrink=0.8)
     cells = "overlap/chance" if (stats["chance"].max() - stats["chance"].min()) > 0.005 else "overlap"
     stars = f"; *: p < {SIGNIFICANT} in every seed, permutation test" if stats["p_value_max"].notna().any() else ""
@@ -151,21 +158,11 @@ def bn_similarity(df: pd.DataFrame, art=None) -> list[Output]:
     stats = stats.sort_values(["condition_order", "layer", "task_i", "task_j"], kind="mergesort").reset_index(drop=True)
     fig, axes, conds, layers, n = _grid(stats)
     image = None
-    for r, cond in enumerate(conds):
-        for c, layer in enumerate(layers):
-            ax = axes[r, c]
-            s = stats[(stats.condition == cond) & (stats.layer == layer)]
-            if s.empty:
-                ax.set_visible(False)
-                continue
-            M = _matrix(s, "mean", n, diagonal=1.0)  # a task's means are identical to themselves
-            image = ax.imshow(M, cmap=SIGNED_CMAP, vmin=-1.0, vmax=1.0, interpolation="nearest")
-            annotate_cells(ax, M, dark=np.abs(M) > 0.6)
-            ax.set_title(f"{cond}\n{layer}" if len(conds) > 1 else layer)
-            ax.set_xticks(np.arange(n))
-            ax.set_yticks(np.arange(n))
-            ax.set_xlabel("task")
-            ax.set_ylabel("task")
+    for ax, cond, layer, s in _panels(axes, stats, conds, layers, n):
+        M = _matrix(s, "mean", n, diagonal=1.0)  # a task's means are identical to themselves
+        image = ax.imshow(M, cmap=SIGNED_CMAP, vmin=-1.0, vmax=1.0, interpolation="nearest")
+        annotate_cells(ax, M, dark=np.abs(M) > 0.6)
+        ax.set_title(f"{cond}\n{layer}" if len(conds) > 1 else layer)
     fig.colorbar(image, ax=axes.ravel().tolist(), label="cosine similarity (mean over seeds)", shrink=0.8)
     fig.suptitle("Batch-norm mean similarity between tasks")
     out = stats[["condition", "layer", "task_i", "task_j", "mean", "std", "n_seeds"]]
