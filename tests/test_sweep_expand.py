@@ -13,19 +13,11 @@ from neurocl.config import ConfigError
 from neurocl.protocol import load_protocol, resolved_config
 from neurocl.store import run_id
 from neurocl.sweep import load_sweep, time_minutes
+from sweep_fixtures import TINY_PROTOCOL
 
 REPO = Path(__file__).resolve().parent.parent
 
-BASE = """\
-name: tiny
-dataset: {name: digits, max_train: 100, max_test: 50, encoding: flat}
-model: {kind: mlp, n_in: 64, hidden: [16], n_out: 10}
-tasks:
-  - classes: [0, 1]
-  - classes: [2, 3]
-training: {epochs: 1}
-rules: [naive]
-"""
+BASE = TINY_PROTOCOL
 
 
 def write(tmp_path: Path, sweep: str, base: str = BASE) -> Path:

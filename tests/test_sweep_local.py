@@ -25,19 +25,11 @@ from neurocl.cli import main
 from neurocl.results import load
 from neurocl.store import RunDir, iter_runs
 from neurocl.sweep import load_sweep
+from sweep_fixtures import TINY_PROTOCOL
 
 pytestmark = pytest.mark.timeout(300)
 
-BASE = """\
-name: tiny
-dataset: {name: digits, max_train: 100, max_test: 50, encoding: flat}
-model: {kind: mlp, n_in: 64, hidden: [16], n_out: 10}
-tasks:
-  - classes: [0, 1]
-  - classes: [2, 3]
-training: {epochs: 1}
-rules: [naive]
-"""
+BASE = TINY_PROTOCOL
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 

@@ -19,19 +19,11 @@ from neurocl.executors.slurm import max_array_size
 from neurocl.executors.status import counts, store_status
 from neurocl.store import RunDir
 from neurocl.sweep import load_sweep
+from sweep_fixtures import TINY_PROTOCOL
 
 pytestmark = [pytest.mark.xdist_group("slurm"), pytest.mark.timeout(360)]
 
-BASE = """\
-name: tiny
-dataset: {name: digits, max_train: 100, max_test: 50, encoding: flat}
-model: {kind: mlp, n_in: 64, hidden: [16], n_out: 10}
-tasks:
-  - classes: [0, 1]
-  - classes: [2, 3]
-training: {epochs: 1}
-rules: [naive]
-"""
+BASE = TINY_PROTOCOL
 # A run with a short first task and a long second one. scancel stops a job with SIGTERM, which
 # submitit ignores, and SIGKILL after the cluster's KillWait (~5 s here): the second task must
 # outlast that on a fast machine for the cancel to interrupt it (3000 epochs: ~45 s unloaded;
