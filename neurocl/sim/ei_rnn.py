@@ -102,6 +102,12 @@ class EIRNN(Model):
             return "numba" if device.type == "cpu" else "torch"
         return backend
 
+    def _as_sequence(self, u: torch.Tensor) -> torch.Tensor:
+        """(batch, n_in) as one step, in the model's dtype: (batch, time, n_in)."""
+        if u.dim() == 2:
+            u = u[:, None, :]
+        return u.to(self.W_rec.dtype)
+
     def forward(self, u: torch.Tensor, noise: Any = None, return_states: bool = False, backend: str | None = None):
         """u: (batch, time, n_in) -> z: (batch, time, n_out).
 
@@ -111,9 +117,7 @@ class EIRNN(Model):
         backend draws inside its kernel). ``backend`` overrides the configured one for this call.
         """
         c = self.config
-        if u.dim() == 2:
-            u = u[:, None, :]
-        u = u.to(self.W_rec.dtype)
+        u = self._as_sequence(u)
         batch, steps, _ = u.shape
         if self.resolved_backend(u.device, backend) == "numba":
             # The fused numba kernel (forward and backward through time); same z and states.
@@ -169,9 +173,7 @@ class EIRNN(Model):
         Used when the backend resolves to numba, gradients are on and none is asked of the
         input; the states then hold only what :meth:`regulariser` needs (Omega, already computed).
         """
-        if u.dim() == 2:
-            u = u[:, None, :]
-        u = u.to(self.W_rec.dtype)
+        u = self._as_sequence(u)
         if (not self.use_fused_loss or not torch.is_grad_enabled() or u.requires_grad
                 or self.resolved_backend(u.device) != "numba"):
             return None
