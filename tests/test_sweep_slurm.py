@@ -7,6 +7,7 @@ only asked (scontrol) to find job ids and to check how arrays were split.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -63,7 +64,9 @@ def wait_for(pred, timeout: float, what: str, out: Path):
         time.sleep(0.2)
     logs = "\n".join(p.read_text()[-2000:] for p in sorted((out / "slurm").rglob("*_log.*")))
     squeue = subprocess.run(["squeue"], capture_output=True, text=True).stdout
-    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{squeue}\n{logs}")
+    ctld = Path(os.environ.get("SLURM_CONF", ".")).with_name("slurmctld.log")
+    ctld_tail = "\n".join(ctld.read_text().splitlines()[-15:]) if ctld.is_file() else ""
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{squeue}\n{logs}\nslurmctld.log:\n{ctld_tail}")
 
 
 def status(out: Path) -> dict[str, int]:
@@ -163,7 +166,11 @@ def test_preempted_job_is_requeued_and_resumes(slurm_cluster, tmp_path):
     slurm_cluster.run("scancel", "--signal=USR2", job)
     requeued = lambda: (scontrol(job) or [{}])[0]  # noqa: E731
     wait_for(lambda: requeued().get("Restarts", "0") != "0" and requeued().get("JobState") == "PENDING", 60, "the requeue", out)
-    # SLURM holds a requeued job back for its credential lifetime (120 s); let it go now
+    # SLURM holds a requeued job back for its credential lifetime (120 s); let it go sooner, but
+    # not within the second of the requeue: slurmd revokes the job's credentials issued up to
+    # that second, and a restart inside it is killed ("Job credential revoked") for good.
+    # (StartTime=now+N would wait for the scheduler's periodic pass, ~20 s more.)
+    time.sleep(2)
     slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     wait_for(lambda: finished(out, rid), 240, "the requeued run", out)
     recs = records(out, rid)
