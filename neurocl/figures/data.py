@@ -24,6 +24,8 @@ NOT_CONDITION = {"config.seed", "config.description"}
 # Condition labels name only the settings that vary; a value longer than this is left out of
 # the label (a task list, say) unless the label would otherwise be ambiguous.
 LONG_VALUE = 32
+# What a reader tells conditions apart by first; see _condition_labels.
+PRIMARY_COLUMNS = ("config.name", "config.model.kind", "config.rules", "config.dataset.name")
 
 
 # ---------------------------------------------------------------------------- preparing
@@ -153,7 +155,15 @@ def series_labels(runs: pd.DataFrame, columns: list[str]) -> dict[str, str]:
 
 
 def _condition_labels(runs: pd.DataFrame) -> tuple[dict, dict]:
-    """Per run id: a readable condition label and the condition's position in sort order."""
+    """Per run id: a readable condition label and the condition's position in sort order.
+
+    A label names the settings that tell conditions apart, and no more. The run name, model
+    kind, rules and dataset come first, each only where it splits the conditions left by the
+    ones before it ("r5-fashion, rules=joint" but plain "r5-naive"). Another setting is named
+    when the primaries do not already determine it, and left out of the labels of conditions
+    whose whole group lacks it (an LSTM has no ``model.tau``): comparing two protocols whose
+    model configurations differ everywhere then still gives short labels.
+    """
     if runs.empty:
         return {}, {}
     cond_cols = condition_columns(runs.columns)
@@ -163,21 +173,46 @@ def _condition_labels(runs: pd.DataFrame) -> tuple[dict, dict]:
     for rid in runs.index:  # sorted run ids: the representative of each condition is stable
         first.setdefault(keys[rid], rid)
     reps = runs.loc[sorted(set(first.values()))]
-    short = [c for c in varying if reps[c].map(lambda v: len(format_value(v))).max() <= LONG_VALUE]
-    ordered = sorted(reps.index, key=lambda rid: tuple(_sort_part(reps.at[rid, c]) for c in varying))
+    parts = reps[varying].map(_key_part) if varying else reps[[]]
 
-    def label(rid, cols):
-        parts = [f"{short_name(c)}={format_value(reps.at[rid, c])}" for c in cols]
+    def determined(col: str, by: list[str]) -> bool:
+        """col takes one value within every group of equal ``by`` values."""
+        if not by:
+            return parts[col].nunique() <= 1
+        return bool((parts.groupby(by, sort=False)[col].nunique() <= 1).all())
+
+    primaries: list[str] = []
+    for col in PRIMARY_COLUMNS:
+        if col in varying and not determined(col, primaries):
+            primaries.append(col)
+    others = [c for c in varying if c not in PRIMARY_COLUMNS and not determined(c, primaries)
+              and reps[c].map(lambda v: len(format_value(v))).max() <= LONG_VALUE]
+
+    def shown(rid) -> list[str]:
+        cols = []
+        for i, col in enumerate(primaries):
+            group = (parts[primaries[:i]] == parts.loc[rid, primaries[:i]]).all(axis=1)
+            if parts.loc[group, col].nunique() > 1:
+                cols.append(col)
+        group = (parts[primaries] == parts.loc[rid, primaries]).all(axis=1)
+        return cols + [c for c in others if not (parts.loc[group, c] == "<none>").all()]
+
+    def label(rid) -> str:
+        cols = shown(rid)
+        texts = [format_value(reps.at[rid, c]) if c == "config.name" else f"{short_name(c)}={format_value(reps.at[rid, c])}"
+                 for c in cols]
         if cols == ["config.rules"]:
             return format_value(reps.at[rid, "config.rules"])  # "naive" reads better than "rules=naive"
-        if not parts:
+        if not texts:
             return format_value(reps.at[rid, "config.name"]) if "config.name" in reps else "all runs"
-        return ", ".join(parts)
+        return ", ".join(texts)
 
-    names = {rid: label(rid, short) for rid in ordered}
+    sort_cols = primaries + [c for c in varying if c not in primaries]
+    ordered = sorted(reps.index, key=lambda rid: tuple(_sort_part(reps.at[rid, c]) for c in sort_cols))
+    names = {rid: label(rid) for rid in ordered}
     if len(set(names.values())) < len(names):
         # Left-out long settings were what told these apart: number the conditions instead.
-        names = {rid: f"{label(rid, short)} [condition {k}]".lstrip(", ") for k, rid in enumerate(ordered)}
+        names = {rid: f"{label(rid)} [condition {k}]" for k, rid in enumerate(ordered)}
     by_key = {keys[rid]: (names[rid], k) for k, rid in enumerate(ordered)}
     labels = {rid: by_key[keys[rid]][0] for rid in runs.index}
     order = {rid: by_key[keys[rid]][1] for rid in runs.index}
