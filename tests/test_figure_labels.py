@@ -56,3 +56,13 @@ def test_a_sweep_of_one_protocol_keeps_naming_every_setting_that_varies():
     assert got == ["rules=joint, training.optimizer.lr=0.02", "rules=naive, training.optimizer.lr=0.01",
                    "rules=naive, training.optimizer.lr=0.02"]
     assert labels([{"rules": "naive"}, {"rules": "ewc"}]) == ["ewc", "naive"]
+
+
+def test_panel_titles_break_long_labels_after_commas():
+    from neurocl.figures.style import panel_title
+
+    label = "r5-fashion, rules=joint, dataset.max_train=8000 (n=3)"
+    title = panel_title(label, width=30)
+    assert title.split("\n") == ["r5-fashion, rules=joint,", "dataset.max_train=8000 (n=3)"]
+    assert title.replace(",\n", ", ") == label
+    assert panel_title("r5-naive (n=3)") == "r5-naive (n=3)"

@@ -13,6 +13,7 @@ from . import data as D
 from .registry import Output, register
 from .style import (
     ACCURACY_CMAP, annotate_cells, condition_color, grid_shape, hide_unused, integer_x, mark_task_boundaries, new_figure,
+    panel_title,
 )
 
 ACC_NEEDS = "the 'acc' metric, which every run records"
@@ -40,7 +41,7 @@ def accuracy_curves(df: pd.DataFrame, art=None) -> list[Output]:
         ends = D.task_ends(first)
         mark_task_boundaries(ax, ends)
         n_seeds = int(s["n_seeds"].max())
-        ax.set_title(f"{cond} (n={n_seeds} seed{'s' if n_seeds != 1 else ''})")
+        ax.set_title(panel_title(f"{cond} (n={n_seeds} seed{'s' if n_seeds != 1 else ''})"))
         ax.set_xlabel("epoch (global; 0 = untrained)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlim(left=0)
@@ -82,7 +83,7 @@ def accuracy_matrix(df: pd.DataFrame, art=None) -> list[Output]:
         ax.set_xlabel("evaluated on task j")
         ax.set_ylabel("after training task i")
         n_seeds = int(s["n_seeds"].max())
-        ax.set_title(f"{cond} (n={n_seeds})")
+        ax.set_title(panel_title(f"{cond} (n={n_seeds})"))
     hide_unused(axes, len(conds))
     fig.colorbar(image, ax=axes.ravel()[: len(conds)].tolist(), label="accuracy (mean over seeds)", shrink=0.8)
     fig.suptitle("Accuracy matrix: row i after training task i, column j the task evaluated")

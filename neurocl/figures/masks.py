@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import data as D
 from .registry import Output, Skip, register
-from .style import SIGNED_CMAP, annotate_cells, new_figure
+from .style import SIGNED_CMAP, annotate_cells, new_figure, panel_title
 
 MASK_NEEDS = "the supermask rule's 'mask_jaccard' metric with 'mask_jaccard_chance' or 'mask_density'"
 BN_NEEDS = "the supermask rule's 'bn_mean_cosine' metric, from a model with batch norm"
@@ -140,7 +140,7 @@ def mask_overlap(df: pd.DataFrame, art=None) -> list[Output]:
         text = [[f"{J[i, j]:.2f}{star[i, j]}" + (f"\n/{C[i, j]:.2f}" if differs else "") for j in range(n)] for i in range(n)]
         annotate_cells(ax, J, text=text, dark=np.abs(np.nan_to_num(E)) > 0.6 * limit)
         chance = f"{np.nanmean(C):.3f}" if not differs else f"{np.nanmin(C):.3f}-{np.nanmax(C):.3f}"
-        ax.set_title(f"{cond}\n{layer}: chance {chance}" if len(conds) > 1 else f"{layer}: chance {chance}")
+        ax.set_title(f"{panel_title(cond)}\n{layer}: chance {chance}" if len(conds) > 1 else f"{layer}: chance {chance}")
     fig.colorbar(image, ax=axes.ravel().tolist(), label="overlap − chance", shrink=0.8)
     cells = "overlap/chance" if (stats["chance"].max() - stats["chance"].min()) > 0.005 else "overlap"
     stars = f"; *: p < {SIGNIFICANT} in every seed, permutation test" if stats["p_value_max"].notna().any() else ""
@@ -162,7 +162,7 @@ def bn_similarity(df: pd.DataFrame, art=None) -> list[Output]:
         M = _matrix(s, "mean", n, diagonal=1.0)  # a task's means are identical to themselves
         image = ax.imshow(M, cmap=SIGNED_CMAP, vmin=-1.0, vmax=1.0, interpolation="nearest")
         annotate_cells(ax, M, dark=np.abs(M) > 0.6)
-        ax.set_title(f"{cond}\n{layer}" if len(conds) > 1 else layer)
+        ax.set_title(f"{panel_title(cond)}\n{layer}" if len(conds) > 1 else layer)
     fig.colorbar(image, ax=axes.ravel().tolist(), label="cosine similarity (mean over seeds)", shrink=0.8)
     fig.suptitle("Batch-norm mean similarity between tasks")
     out = stats[["condition", "layer", "task_i", "task_j", "mean", "std", "n_seeds"]]

@@ -57,6 +57,18 @@ def grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
     return int(np.ceil(max(n, 1) / ncols)), ncols
 
 
+def panel_title(text: str, width: int = 36) -> str:
+    """``text`` broken after its commas into lines of about ``width`` characters, so that long
+    condition labels in neighbouring panels do not run into each other."""
+    lines: list[str] = []
+    for part in text.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            lines.append(part)
+    return ",\n".join(lines)
+
+
 def hide_unused(axes, used: int) -> None:
     for ax in axes.ravel()[used:]:
         ax.set_visible(False)
