@@ -98,7 +98,7 @@ def average_accuracy(df: pd.DataFrame, art=None) -> list[Output]:
     stats = D.mean_spread(per_run, ["condition_order", "condition", "tasks_learned"], "average_accuracy")
     stats = stats.sort_values(["condition_order", "tasks_learned"], kind="mergesort")
     conds = D.conditions(df[df.metric == "acc"])
-    fig, axes = new_figure(1, 1, width=1.3)
+    fig, axes = new_figure(1, 1, width=1.8)  # room for the legend beside the axes
     ax = axes[0, 0]
     for cond in conds:
         s = stats[stats.condition == cond]
@@ -107,7 +107,7 @@ def average_accuracy(df: pd.DataFrame, art=None) -> list[Output]:
         sd = s["std"].to_numpy()
         ax.errorbar(
             s["tasks_learned"], s["mean"], yerr=None if not np.isfinite(sd).any() else np.nan_to_num(sd),
-            marker="o", capsize=2, color=color, label=f"{cond} (n={n_seeds})",
+            marker="o", capsize=2, color=color, label=panel_title(f"{cond} (n={n_seeds})", width=30),
         )
     n = int(stats["tasks_learned"].max())
     ax.set_xticks(np.arange(1, n + 1))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import data as D
 from .registry import Output, Skip, register
-from .style import condition_color, grid_shape, hide_unused, integer_x, mark_task_boundaries, new_figure
+from .style import condition_color, grid_shape, hide_unused, integer_x, mark_task_boundaries, new_figure, panel_title
 
 HIST_NEEDS = "recording.histograms: true, which writes histograms.parquet"
 MOMENT_NEEDS = "recording.weight_stats: true, the default, which records weight_skewness and weight_kurtosis"
@@ -101,7 +101,7 @@ def weight_moments(df: pd.DataFrame, art=None) -> list[Output]:
                     continue
                 color = condition_color(s["condition_order"].iat[0])
                 x, m, sd = s["global_epoch"].to_numpy(), s["mean"].to_numpy(), s["std"].to_numpy()
-                ax.plot(x, m, marker="o", color=color, label=cond)
+                ax.plot(x, m, marker="o", color=color, label=panel_title(cond, width=30))
                 if np.isfinite(sd).any():
                     ax.fill_between(x, m - np.nan_to_num(sd), m + np.nan_to_num(sd), color=color, alpha=0.2, linewidth=0)
             ax.axhline(0.0, color="0.3", linewidth=0.5)  # a Gaussian's skewness and excess kurtosis
