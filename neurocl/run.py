@@ -12,7 +12,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ from . import __version__
 from .data import Task, TaskSplit, build_task, load_dataset
 from .metrics import summary_metrics, weight_statistics
 from .models import build_model
+from .progress import EpochProgress
 from .protocol import load_protocol, resolved_config
 from .rules import build_rules
 from .rules.base import Batch, Context
@@ -125,34 +125,6 @@ def _run_logging(rd: RunDir):
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
-
-
-class _Progress:
-    """A tqdm bar on a terminal, periodic log lines otherwise."""
-
-    def __init__(self, total: int, mode: str, desc: str):
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "log"
-        self.mode = mode
-        self.total = total
-        self.n = 0
-        self.bar = None
-        if mode == "bar":
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False)
-
-    def update(self, message: str) -> None:
-        self.n += 1
-        if self.bar is not None:
-            self.bar.set_postfix_str(message)
-            self.bar.update(1)
-        elif self.mode == "log":
-            print(f"[{self.n}/{self.total}] {message}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class Runner:
@@ -385,7 +357,7 @@ class Runner:
         if done_task < 0 and proto.evaluation.untrained:
             self.evaluate_all(task=-1, epoch=-1, global_epoch=0)
         epochs_of = [task_epochs(proto, i) for i in range(len(self.tasks))]
-        progress = _Progress(sum(epochs_of), ex.progress, desc=proto.name)
+        progress = EpochProgress(sum(epochs_of), ex.progress, desc=proto.name)
         progress.n = sum(epochs_of[: done_task + 1])
         try:
             for i in range(done_task + 1, len(self.tasks)):

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 from typing import Annotated, Literal
 
 import torch
@@ -48,6 +47,7 @@ from pydantic import Field, model_validator
 from ..data.encodings import decode, encode
 from ..data.tasks import TaskSplit
 from ..nets.generators import build_generator
+from ..progress import EpochProgress
 from ..training import masked_logits, outputs_for_targets
 from .base import Batch, Context, Rule, RuleConfig
 from .replay import append_replayed
@@ -98,33 +98,6 @@ class GenerativeReplayConfig(RuleConfig):
         if self.targets == "soft" and self.solver_mix == "dataset":
             raise ValueError("targets: soft needs solver_mix: batch (a replay set holds hard labels)")
         return self
-
-
-class _Progress:
-    """A tqdm bar on a terminal, log lines otherwise (the runner's convention)."""
-
-    def __init__(self, total: int, mode: str, desc: str):
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "log"
-        self.mode, self.total, self.n, self.bar = mode, total, 0, None
-        if mode == "bar":
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False)
-        self.desc = desc
-
-    def update(self, message: str) -> None:
-        self.n += 1
-        log.info("%s %d/%d: %s", self.desc, self.n, self.total, message)
-        if self.bar is not None:
-            self.bar.set_postfix_str(message)
-            self.bar.update(1)
-        elif self.mode == "log":
-            print(f"[{self.desc} {self.n}/{self.total}] {message}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class GenerativeReplay(Rule):
@@ -287,7 +260,8 @@ class GenerativeReplay(Rule):
         total = c.steps if c.steps is not None else c.epochs * per_epoch
         epochs = -(-total // per_epoch)
         gen = self._new_generator(task_index)
-        progress = _Progress(epochs, ctx.protocol.execution.progress, desc=f"generator task {task_index}")
+        desc = f"generator task {task_index}"
+        progress = EpochProgress(epochs, ctx.protocol.execution.progress, desc, line_label=desc, logger=log)
         done = 0
         try:
             for epoch in range(epochs):
