@@ -103,24 +103,21 @@ _LN2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
 
 
-@intrinsic
-def _f64_bits(typingctx, x):
-    sig = types.uint64(types.float64)
+def _bitcast(to_type, from_type, to_ir):
+    """A jitted reinterpretation of a value's bits as another type of the same width."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
+    @intrinsic
+    def cast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], to_ir)
 
-    return sig, codegen
+        return to_type(from_type), codegen
+
+    return cast
 
 
-@intrinsic
-def _bits_f64(typingctx, x):
-    sig = types.float64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return sig, codegen
+_f64_bits = _bitcast(types.uint64, types.float64, ir.IntType(64))
+_bits_f64 = _bitcast(types.float64, types.uint64, ir.DoubleType())
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -206,24 +203,8 @@ def _normal_pairs(key, first_pair, cos_out, sin_out):
 # float32 models draw float32 normals, about three times faster: one 64-bit word per pair
 # (32 bits for the radius, 32 for the angle), float32 arithmetic and shorter polynomials.
 # The radius uses u >= 2^-32, so |xi| <= 6.66 (float64: 2^-53, |xi| <= 8.57).
-@intrinsic
-def _f32_bits(typingctx, x):
-    sig = types.uint32(types.float32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return sig, codegen
-
-
-@intrinsic
-def _bits_f32(typingctx, x):
-    sig = types.float32(types.uint32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
+_f32_bits = _bitcast(types.uint32, types.float32, ir.IntType(32))
+_bits_f32 = _bitcast(types.float32, types.uint32, ir.FloatType())
 
 
 _F1 = np.float32(1.0)
