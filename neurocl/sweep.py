@@ -286,12 +286,17 @@ def _apply(data: dict, combo: list[tuple[str, Any, tuple]], located: _Located) -
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file and expand it; ConfigError lists every problem."""
     path = Path(path)
+    return _load(path, seen=(path.resolve(),))
+
+
+def _load(path: Path, seen: tuple[Path, ...]) -> Sweep:
+    """One sweep file, expanded; ``seen``: the suites including it (and itself), against cycles."""
     located = load_yaml(path)
     if not isinstance(located.data, dict):
         raise ConfigError([f"{path}:1:1: a sweep file must be a mapping of keys"])
     spec = validate(SweepFile, located.data, located, str(path))
     if spec.include:
-        return _suite(spec, located, path, seen=(path.resolve(),))
+        return _suite(spec, located, path, seen)
     return expand(spec, located, path)
 
 
@@ -309,12 +314,7 @@ def _suite(spec: SweepFile, located: _Located, path: Path, seen: tuple[Path, ...
             errors.append(f"{where}: include: no such file: {sub}")
             continue
         try:
-            part_located = load_yaml(sub)
-            if not isinstance(part_located.data, dict):
-                raise ConfigError([f"{sub}:1:1: a sweep file must be a mapping of keys"])
-            part_spec = validate(SweepFile, part_located.data, part_located, str(sub))
-            parts.append(_suite(part_spec, part_located, sub, seen + (sub,)) if part_spec.include
-                         else expand(part_spec, part_located, sub))
+            parts.append(_load(sub, seen + (sub,)))
         except ConfigError as err:
             errors += err.messages
     if errors:
