@@ -14,11 +14,12 @@ import re
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 
 from .. import __version__
 from ..store import atomic_write_json
 from . import determinism
-from .inputs import read_raw, read_source, select_runs
+from .inputs import read_source, select_runs
 from .registry import Skip, figures
 from .style import figure_style
 
@@ -36,12 +37,12 @@ def select(only: list[str] | None) -> list[str]:
     return [n for n in known if n in set(only)]
 
 
-def run_groups(source: str | Path, pattern: str, runs: list[str] | None = None) -> dict[str, list[str]]:
-    """Run names grouped by the part of each name that the regular expression ``pattern``
-    matches at its start (its first group if it has one): ``r\\d+`` puts r5-naive and r5-ewc
-    in group r5. Names it does not match are left out."""
+def run_groups(raw: pd.DataFrame, pattern: str, runs: list[str] | None = None) -> dict[str, list[str]]:
+    """Run names of the table ``raw`` (:func:`read_raw`) grouped by the part of each name that
+    the regular expression ``pattern`` matches at its start (its first group if it has one):
+    ``r\\d+`` puts r5-naive and r5-ewc in group r5. Names it does not match are left out."""
     rx = re.compile(pattern)
-    df = select_runs(read_raw(source), runs)
+    df = select_runs(raw, runs)
     groups: dict[str, list[str]] = {}
     for name in sorted(df["config.name"].astype(str).unique()):
         m = rx.match(name)
@@ -57,15 +58,16 @@ def run_groups(source: str | Path, pattern: str, runs: list[str] | None = None) 
 
 
 def generate(source: str | Path, out: str | Path, only: list[str] | None = None, style: str = "paper",
-             fmt: str = "png", runs: list[str] | None = None) -> dict:
+             fmt: str = "png", runs: list[str] | None = None, raw: pd.DataFrame | None = None) -> dict:
     """Draw the figures of the results at ``source`` into ``out``; return the manifest.
 
-    ``runs``: glob patterns on run names; only those runs are drawn.
+    ``runs``: glob patterns on run names; only those runs are drawn. ``raw``: the table
+    :func:`read_raw` already read for ``source`` (drawing several groups reads it once).
     """
     if fmt not in determinism.FORMATS:
         raise ValueError(f"unknown format '{fmt}' (choose from {', '.join(determinism.FORMATS)})")
     names = select(only)
-    df, art = read_source(source, runs)
+    df, art = read_source(source, runs, raw=raw)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = figures()

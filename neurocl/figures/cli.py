@@ -54,21 +54,22 @@ def figures(source: Path | None, out: Path | None, only: tuple[str, ...], style:
     try:
         if split:
             from .build import run_groups
+            from .inputs import read_raw
 
-            groups = run_groups(source, split, patterns)
-            for key, names in groups.items():
+            raw = read_raw(source)  # once for every group
+            for key, names in run_groups(raw, split, patterns).items():
                 click.echo(f"== {key}: {', '.join(names)}")
-                _draw(source, out / key, only, style, fmt, names)
+                _draw(source, out / key, only, style, fmt, names, raw)
         else:
             _draw(source, out, only, style, fmt, patterns)
     except (InputError, ValueError) as err:
         raise click.ClickException(str(err)) from None
 
 
-def _draw(source: Path, out: Path, only, style: str, fmt: str, runs: list[str] | None) -> None:
+def _draw(source: Path, out: Path, only, style: str, fmt: str, runs: list[str] | None, raw=None) -> None:
     from .build import generate
 
-    manifest = generate(source, out, only=_names(only) or None, style=style, fmt=fmt, runs=runs)
+    manifest = generate(source, out, only=_names(only) or None, style=style, fmt=fmt, runs=runs, raw=raw)
     for entry in manifest["figures"]:
         click.echo(f"wrote   {out / entry['files'][0]['path']}")
     for s in manifest["skipped"]:
