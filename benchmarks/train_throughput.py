@@ -210,8 +210,6 @@ def cold_start() -> dict:
 
 
 # ---------------------------------------------------------------- main
-
-
 def main():
     load_before = os.getloadavg()
     fl = flops_per_sample()

@@ -690,8 +690,8 @@ class FusedLoss(torch.autograd.Function):
     The forward pass runs the forward kernel, the loss on z (``loss_of_z``, torch code run on a
     detached copy of z, so that the loss is written once for both backends) and the
     backward-through-time kernel for dL/dx_t, which also computes Omega when asked (Omega needs
-    dL/dx_t and the products the recurrence makes anyway). The backward pass only forms the weight gradients from what is stored, scaled by
-    the incoming gradients of loss and Omega. This skips the per-step autograd graph of
+    dL/dx_t and the products the recurrence makes anyway). The backward pass only forms the
+    weight gradients from what is stored, scaled by the incoming gradients of loss and Omega. This skips the per-step autograd graph of
     :func:`kernel_forward` (unbinding and stacking the steps, two Functions, a second
     autograd pass for Omega), most of a step's cost at R1's size.
     """
