@@ -20,6 +20,14 @@ class _Group(click.Group):
         except ConfigError as err:
             click.echo("\n".join(err.messages), err=True)
             ctx.exit(2)
+        except Exception as err:
+            # Imported here: neurocl.data pulls in numpy, which `--help` should not pay for.
+            from .data.errors import DataError
+
+            if not isinstance(err, DataError):
+                raise
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=_Group)
@@ -38,9 +46,15 @@ def run_cmd(protocol: str, overrides: tuple[str, ...], out: str, retry_failed: b
     from .protocol import load_protocol
     from .run import RunFailed, run_protocol
 
+    from .data.errors import DatasetNotFound
+
     proto = load_protocol(protocol, list(overrides))
     try:
         rd = run_protocol(proto, out, retry_failed=retry_failed)
+    except DatasetNotFound as err:
+        # Before anything is written: nothing to resume, no FAILED run to clear.
+        click.echo(f"{protocol}: cannot start the run: {err}", err=True)
+        sys.exit(2)
     except RunFailed as err:
         click.echo(f"FAILED: {err.reason}", err=True)
         sys.exit(1)
@@ -91,10 +105,14 @@ def schema_cmd() -> None:
 @click.argument("overrides", nargs=-1)
 def validate_cmd(protocol: str, overrides: tuple[str, ...]) -> None:
     """Check a protocol file without running it; print its run id."""
-    from .protocol import load_protocol, resolved_config
+    from .protocol import dataset_warnings, load_protocol, resolved_config
     from .store import run_id
 
     proto = load_protocol(protocol, list(overrides))
+    # A missing dataset does not make the protocol wrong: the run may be meant for a machine
+    # (a cluster) where the data lives.
+    for warning in dataset_warnings(proto):
+        click.echo(f"{protocol}: warning: {warning}", err=True)
     click.echo(f"{protocol}: ok (run id {run_id(resolved_config(proto))})")
 
 

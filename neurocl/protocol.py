@@ -225,8 +225,13 @@ def task_output_classes(proto, raw_classes: list[int] | None = None) -> list[lis
 
 
 def check_protocol(proto, located: _Located | None = None) -> list[str]:
-    """Semantic checks that need the dataset and the model; every problem at once."""
-    from .data import DataError, load_dataset
+    """Semantic checks against the model and the dataset; every problem at once.
+
+    A dataset that neurocl knows is checked from its registry entry, so the files need not be
+    here (a sweep is often prepared on a laptop and run where the data lives); a dataset that
+    is absent is a warning from :func:`dataset_warnings`, and an error only when a run starts.
+    """
+    from .data import DataError, DatasetNotFound, dataset_shape
     from .data.encodings import encoded_shape
 
     problems: list[str] = []
@@ -236,10 +241,12 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
         return [f"{_where(located, ('model',))}: model: {m}" for m in err.messages]
 
     is_cognitive = proto.dataset.name.startswith("cognitive")
-    raw = None
+    shape = None
     if not is_cognitive:
         try:
-            raw = load_dataset(proto.dataset.name, root=proto.dataset.root)
+            shape = dataset_shape(proto.dataset.name, root=proto.dataset.root)
+        except DatasetNotFound:
+            pass  # an IDX set neurocl does not know, not here: its classes are checked at run time
         except DataError as err:
             problems.append(f"{_where(located, ('dataset',))}: dataset: {err}")
         for i, t in enumerate(proto.tasks):
@@ -249,8 +256,8 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
         from .data.cognitive import cognitive_problems
 
         problems += [f"{_where(located, loc)}: {key}: {msg}" for loc, key, msg in cognitive_problems(proto, model_cfg)]
-    if raw is not None:
-        available = set(int(c) for c in raw.classes)
+    if shape is not None:
+        available = set(shape.classes)
         for i, t in enumerate(proto.tasks):
             if t.classes is None:
                 continue
@@ -258,15 +265,15 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
             if missing:
                 problems.append(
                     f"{_where(located, ('tasks', i, 'classes'))}: tasks.{i}.classes: "
-                    f"classes {missing} do not exist in {raw.name} (it has {sorted(available)})"
+                    f"classes {missing} do not exist in {shape.name} (it has {sorted(available)})"
                 )
-        h, w = raw.image_shape
+        h, w = shape.image_shape
         steps, width = encoded_shape(proto.dataset.encoding, h, w)
         n_in = getattr(model_cfg, "n_in", None)
         if n_in is not None and n_in != width:
             problems.append(
                 f"{_where(located, ('model',))}: model.n_in: the model takes {n_in} inputs per step but "
-                f"encoding '{proto.dataset.encoding}' of {raw.name} gives {width} (set model.n_in: {width})"
+                f"encoding '{proto.dataset.encoding}' of {shape.name} gives {width} (set model.n_in: {width})"
             )
     if problems:
         return problems
@@ -276,7 +283,7 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
 
             outputs = cognitive_output_classes(proto)
         else:
-            outputs = task_output_classes(proto, sorted(int(c) for c in raw.classes) if raw is not None else None)
+            outputs = task_output_classes(proto, sorted(shape.classes) if shape is not None else None)
     except (DataError, ValueError, KeyError) as err:
         return [f"{_where(located, ('tasks',))}: tasks: {err}"]
     n_out = getattr(model_cfg, "n_out", None)
@@ -309,6 +316,20 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
             for c in cls:
                 seen.setdefault(c, i)
     return problems
+
+
+def dataset_warnings(proto) -> list[str]:
+    """Why a run of ``proto`` could not start on this machine as things are: its dataset's
+    files are not here. A warning, not an error: the run may be meant for another machine."""
+    if proto.dataset.name.startswith("cognitive"):
+        return []
+    from .data import DatasetNotFound, find_dataset
+
+    try:
+        find_dataset(proto.dataset.name, root=proto.dataset.root)
+    except DatasetNotFound as err:
+        return [f"dataset: {err}"]
+    return []
 
 
 def resolved_config(proto) -> dict:

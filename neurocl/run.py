@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .data import Task, TaskSplit, build_task, load_dataset
+from .data import Task, TaskSplit, build_task, find_dataset, load_dataset
 from .metrics import summary_metrics, weight_statistics
 from .models import build_model
 from .progress import EpochProgress
@@ -509,6 +509,10 @@ def run_protocol(protocol, out: str | Path = "neurocl-out", overrides: list[str]
         if not retry_failed:
             raise RunFailed(f"run {rd.id} failed before: {rd.failure_reason()} (use --retry-failed to run it again)", rd)
         rd.failed_marker.unlink()
+    if not proto.dataset.name.startswith("cognitive"):
+        # Raises DatasetNotFound before anything is written: a missing dataset is this
+        # machine's problem, not the run's, so it must not leave a FAILED run behind.
+        find_dataset(proto.dataset.name, root=proto.dataset.root)
     rd.path.mkdir(parents=True, exist_ok=True)
     if not rd.config.exists():
         atomic_write_json(rd.config, runner.config)

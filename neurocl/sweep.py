@@ -41,6 +41,9 @@ class LocalSettings(Strict):
     workers: Optional[int] = Field(None, ge=1)  # default: the number of CPU cores
     threads: int = Field(1, ge=1)  # torch threads per worker, so N workers use N cores
     max_attempts: int = Field(3, ge=1)  # a run whose worker dies this often is marked FAILED
+    # Seconds a worker waits for a run that another process holds (a second sweep over the
+    # same store) before it skips it; a skipped run is left for the next `sweep run`.
+    lock_wait_s: float = Field(30.0, ge=0)
 
 
 class SlurmSettings(Strict):

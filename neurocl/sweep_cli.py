@@ -110,6 +110,17 @@ def run_cmd(sweep_file, executor, out, dry_run, retry_failed, workers, threads, 
         from .store import RunDir
 
         click.echo(f"  FAILED  {run.id}  {run.label}: {RunDir(Path(out) / 'runs' / run.id).failure_reason()} (--retry-failed to run it again)")
+    missing = _missing_datasets(p.todo)
+    if missing and executor == "local" and not dry_run:
+        # Every run would stop at its start; say so once, before any worker starts.
+        click.echo(
+            f"{sweep_file}: cannot run this sweep here: " + "\n".join(missing) + "\nNothing was started; "
+            "run the same command again once the data is here.", err=True,
+        )
+        sys.exit(2)
+    for message in missing:
+        where = "on the nodes that run it" if executor == "slurm" else "where it runs"
+        click.echo(f"warning: {message}\n(the runs need it {where})", err=True)
     if dry_run:
         done, failed = {r.id for r in p.done}, {r.id for r in p.failed}
         for run in sw.runs:
@@ -133,6 +144,23 @@ def run_cmd(sweep_file, executor, out, dry_run, retry_failed, workers, threads, 
         sys.exit(1)
 
 
+def _missing_datasets(runs) -> list[str]:
+    """One message per dataset that the runs to do need and this machine does not have."""
+    from .data.errors import DatasetNotFound
+    from .data.datasets import find_dataset
+
+    wanted = {(r.config["dataset"]["name"], r.config["dataset"]["root"]) for r in runs}
+    messages = []
+    for name, root in sorted(wanted, key=str):
+        if name.startswith("cognitive"):
+            continue
+        try:
+            find_dataset(name, root=root)
+        except DatasetNotFound as err:
+            messages.append(str(err))
+    return messages
+
+
 def _run_local(sw, p, out, workers, threads, max_attempts, progress, retry_failed) -> None:
     from .executors.local import Interrupted, LocalExecutor
 
@@ -143,6 +171,7 @@ def _run_local(sw, p, out, workers, threads, max_attempts, progress, retry_faile
     ex = LocalExecutor(
         out, workers=workers or local.workers, threads=threads or local.threads,
         max_attempts=max_attempts or local.max_attempts, retry_failed=retry_failed, on_result=bar,
+        lock_wait_s=local.lock_wait_s,
     )
     try:
         report = ex.run(p.todo)

@@ -94,9 +94,11 @@ def test_good_download_verifies_and_lands(mirror, sums, tmp_path):
     dest = tmp_path / "cache" / "mnist-t10k"
     out = fetch_dataset("mnist-t10k", dest, [mirror.url("good")], progress=False)
     assert out == dest
-    assert sorted(p.name for p in dest.iterdir()) == sorted(FILES)  # no temp files left
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*FILES, "SHA256SUMS"])  # no temp files left
     for name in FILES:
         assert sha(dest / name) == sums[name]
+    # The sums file beside them is what `sha256sum -c` reads: one "<sha256>  <name>" per file.
+    assert (dest / "SHA256SUMS").read_text() == "".join(f"{sums[n]}  {n}\n" for n in FILES)
     clear_cache()
     assert len(load_dataset("mnist-t10k", root=dest).test_labels) == 2000
 
@@ -105,7 +107,7 @@ def test_default_destination_is_the_user_cache(mirror, tmp_path):
     fetch_dataset("mnist-t10k", mirrors=[mirror.url("good")], progress=False)
     assert sorted(
         p.name for p in (tmp_path / "home/.cache/neurocl/mnist-t10k").iterdir()
-    ) == sorted(FILES)
+    ) == sorted([*FILES, "SHA256SUMS"])
 
 
 def test_checksum_mismatch_leaves_nothing(mirror, tmp_path):
@@ -250,3 +252,46 @@ def test_cli_list_shows_where_and_size(t10k_dir, monkeypatch):
     line = next(line for line in res.output.splitlines() if line.startswith("mnist-t10k"))
     assert str(t10k_dir) in line and "1.7 MB" in line
     assert any(line.startswith("digits") for line in res.output.splitlines())
+
+
+def test_cli_fetch_if_missing_uses_what_is_there(t10k_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("NEUROCL_DATA", str(t10k_dir.parent))
+    # A mirror nobody listens on: any download attempt would fail the command.
+    res = CliRunner().invoke(
+        data_cli, ["fetch", "--if-missing", "mnist-t10k", "digits", "--mirror", "http://127.0.0.1:9/", "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"mnist-t10k: found in {t10k_dir}" in res.output
+    assert "digits: found in scikit-learn" in res.output
+    assert not (tmp_path / "home" / ".cache").exists()
+
+
+def test_cli_fetch_if_missing_fetches_what_is_not(mirror, sums, monkeypatch, tmp_path):
+    monkeypatch.setenv("NEUROCL_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr("neurocl.data.search.DEBIAN_DATASETS", tmp_path / "debian")
+    res = CliRunner().invoke(
+        data_cli, ["fetch", "--if-missing", "mnist-t10k", "--mirror", mirror.url("good"), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    cached = tmp_path / "home/.cache/neurocl/mnist-t10k"
+    assert f"mnist-t10k: verified, in {cached}" in res.output
+    assert {n: sha(cached / n) for n in FILES} == {n: sums[n] for n in FILES}
+    again = CliRunner().invoke(data_cli, ["fetch", "--if-missing", "mnist-t10k", "--mirror", mirror.url("missing")])
+    assert again.exit_code == 0 and f"mnist-t10k: found in {cached}" in again.output
+    assert len([r for r in mirror.requests if r.startswith("/good/")]) == len(FILES)  # fetched once
+
+
+def test_cli_fetch_unreachable_says_what_to_do_offline(monkeypatch, tmp_path):
+    res = CliRunner().invoke(
+        data_cli, ["fetch", "mnist-t10k", "--mirror", "http://127.0.0.1:9/", "--no-progress", "--timeout", "5"]
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "cannot connect" in res.output
+    assert "Without internet access here: run `neurocl data fetch mnist-t10k` on a machine" in res.output
+    assert "NEUROCL_DATA" in res.output
+
+
+def test_cli_fetch_rejects_unknown_names_before_fetching_any(mirror):
+    res = CliRunner().invoke(data_cli, ["fetch", "mnist-t10k", "no-such-set", "--mirror", mirror.url("good")])
+    assert res.exit_code == 1 and "unknown dataset 'no-such-set'" in res.output
+    assert mirror.requests == []

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from neurocl.cli import main
+from neurocl.executors.attempts import run_lock
 from neurocl.results import load
 from neurocl.store import RunDir, iter_runs
 from neurocl.sweep import load_sweep
@@ -119,12 +121,25 @@ def outcomes(out: Path, rid: str) -> list:
     return [a.get("outcome") for a in attempts(out, rid) if "attempt" in a]
 
 
+def workers_of(pid: int) -> set[int]:
+    """The sweep's worker processes (spawned by multiprocessing), found through /proc."""
+    kids = set()
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            if parent_of(int(proc_dir.name)) == pid and b"spawn_main" in (proc_dir / "cmdline").read_bytes():
+                kids.add(int(proc_dir.name))
+        except (OSError, AssertionError):
+            pass  # it ended while we looked
+    return kids
+
+
 def kill_sweep(proc: subprocess.Popen, out: Path) -> None:
-    """SIGKILL the sweep process only; its workers must then go away by themselves."""
-    workers = running_pids(out)
+    """SIGKILL the sweep process only; its workers (running a run, or waiting for one's lock)
+    must then go away by themselves."""
+    workers = set(running_pids(out).values()) | workers_of(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    wait_until(lambda: not any(alive(p) for p in workers.values()), 10, f"orphaned workers {workers} to exit")
+    wait_until(lambda: not any(alive(p) for p in workers), 10, f"orphaned workers {workers} to exit")
 
 
 # ---------------------------------------------------------------------------- tests
@@ -160,18 +175,31 @@ def test_sweep_finishes_rerun_does_nothing_and_results_table(tmp_path):
     assert (csv["value"].to_numpy() == expected["value"].to_numpy()).all()
 
 
+def hold_runs(out: Path, rids) -> ExitStack:
+    """Hold the runs' locks, as another process running them would: the sweep's workers wait
+    for them (lock_wait_s) and cannot finish them until the returned stack is closed."""
+    stack = ExitStack()
+    for rid in rids:
+        assert stack.enter_context(run_lock(RunDir(out / "runs" / rid), wait_s=0))
+    return stack
+
+
 def test_sigkill_of_the_sweep_at_several_points_loses_nothing(tmp_path):
-    sweep = write_sweep(tmp_path, "set: {training.epochs: 10}\nseeds: 5\n")
-    ids = {r.id for r in load_sweep(sweep).runs}
+    # The runs the test holds cannot finish, so the kill lands at the point the test chose
+    # whatever the machine's speed (no race between the sweep finishing and the kill).
+    sweep = write_sweep(tmp_path, "set: {training.epochs: 10}\nseeds: 5\nlocal: {lock_wait_s: 600}\n")
+    order = [r.id for r in load_sweep(sweep).runs]  # the order the sweep hands runs out
+    ids = set(order)
     base, out = tmp_path / "uninterrupted", tmp_path / "killed"
     cli("sweep", str(sweep), "--out", str(base), "--workers", "2")
     assert done_ids(base) == ids
 
     for n_done in (1, 3):  # kill right after the first, then after the third DONE appears
-        proc = start("sweep", str(sweep), "--out", str(out), "--workers", "2")
-        wait_until(lambda: len(done_ids(out)) >= n_done, 180, f"{n_done} runs DONE", proc)
-        kill_sweep(proc, out)
-        assert len(done_ids(out)) < len(ids), "the sweep finished before it could be killed"
+        with hold_runs(out, order[n_done:]):
+            proc = start("sweep", str(sweep), "--out", str(out), "--workers", "2")
+            wait_until(lambda: len(done_ids(out)) >= n_done, 180, f"{n_done} runs DONE", proc)
+            kill_sweep(proc, out)
+        assert done_ids(out) == set(order[:n_done])
     cli("sweep", str(sweep), "--out", str(out), "--workers", "2")
 
     assert done_ids(out) == done_ids(base) == ids

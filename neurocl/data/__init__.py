@@ -8,9 +8,9 @@ Quick start::
     task.train.x.shape                        # (N, T, n_in): every model takes this
 """
 
-from .datasets import RawDataset, clear_cache, load_dataset
+from .datasets import DatasetShape, RawDataset, clear_cache, dataset_shape, find_dataset, load_dataset
 from .encodings import ENCODINGS, NORMALISATIONS, encode, normalise_images, standardisation_stats
-from .errors import DataError
+from .errors import DataError, DatasetNotFound
 from .fetch import FileCheck, fetch_dataset, sha256_file, verify_dataset
 from .idx import parse_idx, read_idx, write_idx
 from .registry import DATASETS
@@ -24,6 +24,8 @@ __all__ = [
     "ENCODINGS",
     "NORMALISATIONS",
     "DataError",
+    "DatasetNotFound",
+    "DatasetShape",
     "FileCheck",
     "RawDataset",
     "Task",
@@ -31,8 +33,10 @@ __all__ = [
     "build_task",
     "cache_dir",
     "clear_cache",
+    "dataset_shape",
     "encode",
     "fetch_dataset",
+    "find_dataset",
     "load_dataset",
     "normalise_images",
     "parse_idx",

@@ -9,7 +9,7 @@ import click
 from .datasets import roles
 from .errors import DataError
 from .fetch import DEFAULT_TIMEOUT, fetch_dataset, verify_dataset
-from .registry import DATASETS
+from .registry import DATASETS, get_spec
 from .search import candidate_dirs, find_files
 
 
@@ -55,7 +55,7 @@ def list_cmd(root: str | None) -> None:
 
 
 @data.command("fetch")
-@click.argument("name")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @click.option(
     "--dest",
     type=click.Path(file_okay=False),
@@ -76,16 +76,42 @@ def list_cmd(root: str | None) -> None:
     show_default=True,
     help="Seconds to wait for the server at each step.",
 )
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="Download only the datasets that no search directory holds yet "
+    "(--root, $NEUROCL_DATA, the cache, /usr/share/datasets).",
+)
+@click.option("--root", type=click.Path(file_okay=False), help="With --if-missing: search this directory first.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def fetch_cmd(
-    name: str, dest: str | None, mirrors: tuple[str, ...], timeout: float, progress: bool
+    names: tuple[str, ...],
+    dest: str | None,
+    mirrors: tuple[str, ...],
+    timeout: float,
+    if_missing: bool,
+    root: str | None,
+    progress: bool,
 ) -> None:
-    """Download dataset NAME, verifying each file's SHA-256."""
-    try:
-        where = fetch_dataset(name, dest, list(mirrors) or None, timeout, progress)
-    except DataError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"{name}: verified, in {where}")
+    """Download datasets NAME..., verifying each file's SHA-256."""
+    if dest is not None and len(names) > 1:
+        raise click.UsageError("--dest takes one dataset at a time")
+    for name in names:
+        try:
+            get_spec(name)
+        except DataError as exc:
+            raise click.ClickException(str(exc)) from None
+    for name in names:
+        if if_missing:
+            found = _where(name, root) if DATASETS[name].files else ("scikit-learn", 0)
+            if found is not None:
+                click.echo(f"{name}: found in {found[0]}")
+                continue
+        try:
+            where = fetch_dataset(name, dest, list(mirrors) or None, timeout, progress)
+        except DataError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"{name}: verified, in {where}")
 
 
 @data.command("verify")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, DatasetNotFound
 from .idx import read_idx
 from .registry import DATASETS, STANDARD_IDX, FileSpec
 from .search import find_files, locate
@@ -146,37 +146,71 @@ def _is_path(name: str) -> bool:
     return os.sep in name or (os.altsep is not None and os.altsep in name) or name.startswith(".")
 
 
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a protocol is checked against: a dataset's class labels and image size."""
+
+    name: str
+    classes: tuple[int, ...]
+    image_shape: tuple[int, int]
+
+
+def _locate(name: str | os.PathLike, root=None) -> tuple[str, dict[str, Path], bool]:
+    """(name, files by role, whether it is the t10k split) of an IDX dataset; raises
+    :class:`DatasetNotFound` when its files are not here."""
+    if isinstance(name, os.PathLike) or _is_path(str(name)):
+        directory = Path(name).expanduser()
+        if not directory.is_dir():
+            raise DatasetNotFound(f"{directory}: no such directory (the protocol's dataset.name is a path)")
+        files = find_files(directory, STANDARD_IDX)
+        if files is None:
+            want = ", ".join(s.stem + "[.gz]" for s in STANDARD_IDX.values())
+            raise DataError(f"{directory}: an IDX dataset directory must hold {want}")
+        return directory.resolve().name, files, False
+    spec = DATASETS.get(name)
+    if spec is None:
+        try:
+            files = locate(name, STANDARD_IDX, (), root, fetchable=False)
+        except DatasetNotFound as exc:
+            raise DatasetNotFound(
+                f"{name!r} is not a known dataset ({', '.join(DATASETS)}) and no IDX set "
+                f"of that name was found.\n{exc}"
+            ) from None
+        return name, files, False
+    return name, locate(name, roles(spec.files), spec.dirnames, root), name == "mnist-t10k"
+
+
+def find_dataset(name: str | os.PathLike, root=None) -> None:
+    """Raise :class:`DatasetNotFound` (saying where it looked and how to get it) unless the
+    files of dataset ``name`` are here; reads nothing but directory entries."""
+    if name != "digits":
+        _locate(name, root)
+
+
+def dataset_shape(name: str | os.PathLike, root=None) -> DatasetShape:
+    """The classes and image size of ``name``: from the registry for the datasets neurocl
+    knows (no file is read, so this works where the data is absent), else from the files."""
+    spec = None if isinstance(name, os.PathLike) or _is_path(str(name)) else DATASETS.get(name)
+    if spec is not None:
+        return DatasetShape(spec.name, spec.classes, spec.image_shape)
+    raw = load_dataset(name, root)
+    return DatasetShape(raw.name, tuple(int(c) for c in raw.classes), raw.image_shape)
+
+
 def load_dataset(name: str | os.PathLike, root=None) -> RawDataset:
     """Load ``digits``, ``mnist-t10k``, ``mnist``, ``fashion-mnist``, or an IDX directory.
 
     Named datasets are looked for in ``root``, ``$NEUROCL_DATA``, ``~/.cache/neurocl``
     and ``/usr/share/datasets`` (each ``<dir>/<name>/`` then ``<dir>/``). A path (or an
     unknown name found as ``<dir>/<name>/`` there) must hold the four standard
-    MNIST file names, gzipped or not. Results are cached per process.
+    MNIST file names, gzipped or not. Results are cached per process. Raises
+    :class:`DatasetNotFound` when the files are not here, :class:`DataError` when they are
+    unreadable.
     """
-    if isinstance(name, os.PathLike) or _is_path(str(name)):
-        directory = Path(name).expanduser()
-        if not directory.is_dir():
-            raise DataError(f"{directory}: no such directory")
-        files = find_files(directory, STANDARD_IDX)
-        if files is None:
-            want = ", ".join(s.stem + "[.gz]" for s in STANDARD_IDX.values())
-            raise DataError(f"{directory}: an IDX dataset directory must hold {want}")
-        return _load_idx_set(directory.resolve().name, _file_key(files), False)
     if name == "digits":
         return _load_digits()
-    spec = DATASETS.get(name)
-    if spec is None:
-        try:
-            files = locate(name, STANDARD_IDX, (), root, fetchable=False)
-        except DataError as exc:
-            raise DataError(
-                f"{name!r} is not a known dataset ({', '.join(DATASETS)}) and no IDX set "
-                f"of that name was found.\n{exc}"
-            ) from None
-        return _load_idx_set(name, _file_key(files), False)
-    files = locate(name, roles(spec.files), spec.dirnames, root)
-    return _load_idx_set(name, _file_key(files), name == "mnist-t10k")
+    found_name, files, t10k_split = _locate(name, root)
+    return _load_idx_set(found_name, _file_key(files), t10k_split)
 
 
 def clear_cache() -> None:

@@ -166,12 +166,30 @@ def fetch_dataset(
                 raise DataError(
                     f"could not fetch {f.filename} for {name!r}; every mirror failed:\n  "
                     + "\n  ".join(errors)
+                    + f"\nWithout internet access here: run `neurocl data fetch {name}` on a machine "
+                    f"that has it and copy the folder it prints to {dest}, or set NEUROCL_DATA to "
+                    f"a directory that holds {name}/ (or use --mirror URL)."
                 )
+        write_sums(dest, spec.files)
     finally:
         # Leave no empty directory behind a failed first fetch.
         if created and dest.is_dir() and not any(dest.iterdir()):
             dest.rmdir()
     return dest
+
+
+SUMS_FILE = "SHA256SUMS"
+
+
+def write_sums(directory: Path, files: tuple[FileSpec, ...]) -> Path:
+    """``SHA256SUMS`` beside fetched files, in ``sha256sum`` format, so a copy of the
+    directory can be checked anywhere with ``sha256sum -c SHA256SUMS``."""
+    text = "".join(f"{f.sha256}  {f.filename}\n" for f in files)
+    path = directory / SUMS_FILE
+    tmp = directory / f".{SUMS_FILE}.part"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 @dataclass(frozen=True)

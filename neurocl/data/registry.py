@@ -59,6 +59,12 @@ class DatasetSpec:
     mirrors: tuple[str, ...] = ()
     # Sub-directory names a search directory may hold this dataset under.
     dirnames: tuple[str, ...] = ()
+    # What a protocol is checked against without reading the files (they may live only on
+    # the cluster a sweep runs on): the class labels and the image height and width.
+    classes: tuple[int, ...] = tuple(range(10))
+    image_shape: tuple[int, int] = (28, 28)
+    # A Debian package that installs the files into /usr/share/datasets, if there is one.
+    debian_package: str | None = None
 
 
 MNIST_FILES = {
@@ -120,6 +126,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "digits",
             "scikit-learn's bundled 8x8 digits (1797 images), stratified 80/20 split, seed 0",
+            image_shape=(8, 8),
         ),
         DatasetSpec(
             "mnist-t10k",
@@ -141,6 +148,7 @@ DATASETS: dict[str, DatasetSpec] = {
             tuple(FASHION_FILES.values()),
             FASHION_MIRRORS,
             ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw"),
+            debian_package="dataset-fashion-mnist",
         ),
     )
 }

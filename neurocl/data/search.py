@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .errors import DataError
-from .registry import FileSpec
+from .errors import DataError, DatasetNotFound
+from .registry import DATASETS, FileSpec
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")
 
@@ -98,7 +98,10 @@ def locate(
         if fetchable
         else "Set NEUROCL_DATA, or pass a root, to a directory that holds it."
     )
-    raise DataError(
+    package = DATASETS[name].debian_package if name in DATASETS else None
+    if package:
+        how += f" On Debian or Ubuntu, `apt-get install {package}` puts it in {DEBIAN_DATASETS}."
+    raise DatasetNotFound(
         f"dataset {name!r} not found: no directory holds all of {wanted}.\n"
         f"Searched, in order:\n{lines}\n{how}"
     )

@@ -122,13 +122,14 @@ def _death_reason(exitcode: int | None) -> str:
 class LocalExecutor:
     def __init__(
         self, out: str | Path, *, workers: int | None = None, threads: int = 1, max_attempts: int = 3,
-        retry_failed: bool = False, on_result: Callable[[dict, Any], None] | None = None,
+        retry_failed: bool = False, on_result: Callable[[dict, Any], None] | None = None, lock_wait_s: float = 30.0,
     ):
         self.out = Path(out)
         self.workers = workers or os.cpu_count() or 1
         self.threads = threads
         self.max_attempts = max_attempts
         self.retry_failed = retry_failed
+        self.lock_wait_s = lock_wait_s
         self.on_result = on_result or (lambda result, run: None)
         self._ctx = multiprocessing.get_context("spawn")
 
@@ -147,7 +148,7 @@ class LocalExecutor:
         w.conn.send(
             dict(
                 run_id=run.id, config=run.config, out=str(self.out), retry_failed=self.retry_failed,
-                threads=self.threads, executor="local",
+                threads=self.threads, lock_wait_s=self.lock_wait_s, executor="local",
             )
         )
 
