@@ -47,8 +47,10 @@ def run_cmd(protocol: str, overrides: tuple[str, ...], out: str, retry_failed: b
     from .run import RunFailed, run_protocol
 
     from .data.errors import DatasetNotFound
+    from .migrate import open_store_and_say
 
     proto = load_protocol(protocol, list(overrides))
+    open_store_and_say(out)
     try:
         rd = run_protocol(proto, out, retry_failed=retry_failed)
     except DatasetNotFound as err:
@@ -105,15 +107,14 @@ def schema_cmd() -> None:
 @click.argument("overrides", nargs=-1)
 def validate_cmd(protocol: str, overrides: tuple[str, ...]) -> None:
     """Check a protocol file without running it; print its run id."""
-    from .protocol import dataset_warnings, load_protocol, resolved_config
-    from .store import run_id
+    from .protocol import dataset_warnings, load_protocol, protocol_run_id
 
     proto = load_protocol(protocol, list(overrides))
     # A missing dataset does not make the protocol wrong: the run may be meant for a machine
     # (a cluster) where the data lives.
     for warning in dataset_warnings(proto):
         click.echo(f"{protocol}: warning: {warning}", err=True)
-    click.echo(f"{protocol}: ok (run id {run_id(resolved_config(proto))})")
+    click.echo(f"{protocol}: ok (run id {protocol_run_id(proto)})")
 
 
 def _register_optional() -> None:
@@ -125,6 +126,7 @@ def _register_optional() -> None:
         ("neurocl.sweep_cli", "sweep"),
         ("neurocl.results_cli", "results"),
         ("neurocl.figures.cli", "figures"),
+        ("neurocl.store_cli", "store"),
     ):
         try:
             mod = importlib.import_module(module)

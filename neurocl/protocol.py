@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from .config import ConfigError, _Located, load_yaml, parse_override, set_dotted, validate
 from .sim.config import Strict
@@ -55,6 +55,15 @@ class OptimizerConfig(Strict):
     alpha: float = Field(0.99, gt=0, lt=1)  # RMSprop smoothing
     # Reset the optimiser's moments at each task boundary (common in CL code).
     reset_each_task: bool = False
+    # torch's fused step (one kernel for all parameters; Adam and SGD only). Same update up to
+    # float rounding, so results differ from the unfused step in the last bits.
+    fused: bool = False
+
+    @model_validator(mode="after")
+    def _fused_optimisers(self):
+        if self.fused and self.name == "rmsprop":
+            raise ValueError("fused: torch has no fused RMSprop; use adam or sgd, or fused: false")
+        return self
 
 
 class TrainingConfig(Strict):
@@ -333,7 +342,112 @@ def dataset_warnings(proto) -> list[str]:
 
 
 def resolved_config(proto) -> dict:
-    """The canonical, fully resolved configuration (what the run id hashes)."""
+    """The fully resolved configuration, every default filled in (what ``config.json`` holds)."""
     data = proto.model_dump(mode="json")
     data["model"] = resolved_model_config(proto).model_dump(mode="json")
     return json.loads(json.dumps(data))
+
+
+# ---------------------------------------------------------------------------- run ids
+# Settings that change how a run executes, not what it computes: never part of the run id.
+EXECUTION_KEYS = ("execution",)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return json.loads(json.dumps(value, default=list))
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(cls: type[BaseModel]) -> dict:
+    """Every field that has a default, keyed as a resolved configuration spells it."""
+    try:
+        return cls().model_dump(mode="json")
+    except ValueError:  # required fields (a protocol's name and tasks): dump the others alone
+        return {
+            (f.serialization_alias or f.alias or n) if cls.model_config.get("serialize_by_alias") else n:
+                _json(f.get_default(call_default_factory=True))
+            for n, f in cls.model_fields.items() if not f.is_required()
+        }
+
+
+def _submodel(cls: type[BaseModel], key: str) -> type[BaseModel] | None:
+    """The pydantic model a field of ``cls`` holds (through Optional and unions), if any."""
+    import typing
+
+    field = cls.model_fields.get(key) or next(
+        (f for f in cls.model_fields.values() if key in (f.alias, f.serialization_alias)), None
+    )
+    if field is None:
+        return None
+    todo = [field.annotation]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+        todo += typing.get_args(t)
+    return None
+
+
+def _prune(data: dict, cls: type[BaseModel], defaults: dict, keep: tuple[str, ...] = ()) -> dict:
+    """``data`` without the values equal to ``defaults``, recursively; ``keep`` names the keys
+    that say which schema applies (a model's kind, a rule's name), kept even at their default
+    so that two model kinds or rules whose other values are all defaults never share an id."""
+    out = {}
+    for key, value in data.items():
+        if key in defaults and defaults[key] == value and key not in keep:
+            continue
+        sub = _submodel(cls, key)
+        if sub is not None and isinstance(value, dict):
+            nested = defaults.get(key)
+            value = _prune(value, sub, nested if isinstance(nested, dict) else _defaults(sub))
+            if not value and isinstance(nested, dict):
+                continue  # every value it has is a default: the same as the default block
+        out[key] = value
+    return out
+
+
+def canonical_config(config: dict) -> dict:
+    """The form of a resolved configuration that its run id hashes.
+
+    Execution settings are dropped, and so is every value equal to its schema's default (the
+    model's against its kind's defaults, each rule's against its own, each task's against a
+    task's), keeping the ``kind`` and ``name`` that say which schema applies. Adding an option
+    with a default therefore renames no stored run. See docs/protocols.md, "Run ids".
+    """
+    from .models import model_config_class
+    from .rules import RULES
+
+    config = _json({k: v for k, v in config.items() if k not in EXECUTION_KEYS})
+    cls = protocol_model()
+    out = _prune({k: v for k, v in config.items() if k not in ("model", "rules", "tasks")}, cls, _defaults(cls))
+    model = config.get("model")
+    if isinstance(model, dict):
+        model_cls = model_config_class(model.get("kind", "ei-rnn"))
+        out["model"] = _prune(model, model_cls, _defaults(model_cls), keep=("kind",))
+    if "tasks" in config:
+        out["tasks"] = [_prune(t, TaskConfig, _defaults(TaskConfig)) for t in config["tasks"]]
+    if "rules" in config:
+        def prune_rules(rules: list) -> list:
+            return [
+                _prune(r, RULES[r["name"]].config_class, _defaults(RULES[r["name"]].config_class), keep=("name",))
+                for r in rules
+            ]
+
+        rules = prune_rules(config["rules"])
+        if rules != prune_rules(_json(cls.model_fields["rules"].get_default(call_default_factory=True))):
+            out["rules"] = rules
+    return out
+
+
+def config_run_id(config: dict) -> str:
+    """The run id of a resolved configuration: a hash of :func:`canonical_config`."""
+    from .store import hash_config
+
+    return hash_config(canonical_config(config))
+
+
+def protocol_run_id(proto) -> str:
+    """The run id of a validated protocol."""
+    return config_run_id(resolved_config(proto))

@@ -18,8 +18,10 @@ def results(store: str, fmt: str | None, out_file: str | None, include_unfinishe
 
     The same DataFrame as ``neurocl.results.load(STORE)``.
     """
+    from .migrate import open_store_and_say
     from .results import load
 
+    open_store_and_say(store)
     if fmt is None:
         fmt = "parquet" if out_file and Path(out_file).suffix == ".parquet" else "csv"
     if out_file == "-" and fmt == "parquet":

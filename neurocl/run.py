@@ -24,12 +24,13 @@ import torch
 from . import __version__
 from .data import Task, TaskSplit, build_task, find_dataset, load_dataset
 from .metrics import summary_metrics, weight_statistics
+from .migrate import describe, open_store
 from .models import build_model
 from .progress import EpochProgress
-from .protocol import load_protocol, resolved_config
+from .protocol import config_run_id, load_protocol, resolved_config
 from .rules import build_rules
 from .rules.base import Batch, Context
-from .store import RunDir, atomic_torch_save, atomic_write_bytes, atomic_write_json, run_id
+from .store import RunDir, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets, per_example_loss
 
 log = logging.getLogger("neurocl.run")
@@ -104,10 +105,12 @@ def _git_revision() -> str | None:
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     o = cfg.optimizer
+    # fused=None, not False, when off: torch then picks its default step (bit for bit as before).
+    fused = True if o.fused else None
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=cfg.weight_decay, fused=fused)
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=cfg.weight_decay, fused=fused)
     return torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=cfg.weight_decay)
 
 
@@ -131,7 +134,7 @@ class Runner:
     def __init__(self, proto, out: str | Path):
         self.proto = proto
         self.config = resolved_config(proto)
-        self.id = run_id(self.config)
+        self.id = config_run_id(self.config)
         self.rd = RunDir(Path(out) / "runs" / self.id)
         self.rows: list[dict] = []
         self.hist_rows: list[dict] = []
@@ -500,6 +503,9 @@ def run_protocol(protocol, out: str | Path = "neurocl-out", overrides: list[str]
     diverging one writes FAILED with the reason and raises :class:`RunFailed`.
     """
     proto = protocol if hasattr(protocol, "model_dump") else load_protocol(protocol, overrides)
+    migrated = open_store(out)  # a store of an older neurocl: its runs under today's ids first
+    if migrated is not None:
+        log.warning("%s", describe(migrated, out))
     runner = Runner(proto, out)
     rd = runner.rd
     if rd.is_done():
@@ -513,6 +519,7 @@ def run_protocol(protocol, out: str | Path = "neurocl-out", overrides: list[str]
         # Raises DatasetNotFound before anything is written: a missing dataset is this
         # machine's problem, not the run's, so it must not leave a FAILED run behind.
         find_dataset(proto.dataset.name, root=proto.dataset.root)
+    open_store(out, create=True)
     rd.path.mkdir(parents=True, exist_ok=True)
     if not rd.config.exists():
         atomic_write_json(rd.config, runner.config)

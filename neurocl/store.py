@@ -2,8 +2,9 @@
 
 ``runs/<id>/`` holds ``config.json``, ``meta.json``, ``metrics.parquet``, ``summary.json``,
 ``checkpoints/task-<k>.pt``, ``run.log`` and a ``DONE`` (or ``FAILED``) marker written last.
-A run id is a hash of the canonical resolved configuration, so rerunning a finished run is a
-no-op and a sweep never repeats work.
+A run id is a hash of the canonical configuration (the values that differ from the defaults),
+so rerunning a finished run is a no-op, a sweep never repeats work, and a new option with a
+default renames no run.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-# Settings that change how a run executes, not what it computes: not part of the run id.
-EXECUTION_KEYS = ("execution",)
-
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -81,10 +78,25 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
-def run_id(config: dict) -> str:
-    """Hash of the resolved configuration without execution-only settings."""
-    payload = {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
+def hash_config(canonical: dict) -> str:
+    """A run id: 16 hex digits of the SHA-256 of a configuration's canonical form (built by
+    :func:`neurocl.protocol.canonical_config`, which knows the schema and its defaults)."""
+    return hashlib.sha256(canonical_json(canonical).encode()).hexdigest()[:16]
+
+
+STORE_META = "store.json"
+
+
+def read_store_meta(root: str | Path) -> dict:
+    """``<store>/store.json`` (the store's format), or {} for a store that has none yet."""
+    try:
+        return json.loads((Path(root) / STORE_META).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_store_meta(root: str | Path, meta: dict) -> None:
+    atomic_write_json(Path(root) / STORE_META, meta)
 
 
 class RunDir:

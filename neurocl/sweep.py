@@ -335,8 +335,7 @@ def _suite(spec: SweepFile, located: _Located, path: Path, seen: tuple[Path, ...
 
 
 def expand(spec: SweepFile, located: _Located, path: Path | None = None) -> Sweep:
-    from .protocol import _normalise_rule_list, check_protocol, protocol_model, resolved_config
-    from .store import run_id
+    from .protocol import _normalise_rule_list, check_protocol, config_run_id, protocol_model, resolved_config
 
     base_dir = path.parent if path is not None else Path.cwd()
     proto_path = (base_dir / spec.protocol) if not Path(spec.protocol).is_absolute() else Path(spec.protocol)
@@ -369,7 +368,7 @@ def expand(spec: SweepFile, located: _Located, path: Path | None = None) -> Swee
             errors += _blame(err.messages, combo, located)
             continue
         config = resolved_config(proto)
-        rid = run_id(config)
+        rid = config_run_id(config)
         overrides = [(k, v) for k, v, _ in combo]
         label = _label([(k, v) for k, v, loc in combo if loc[0] != "set"])
         if rid in runs:

@@ -95,9 +95,12 @@ def run_cmd(sweep_file, executor, out, dry_run, retry_failed, workers, threads, 
             partition, time_, cpus_per_task, mem, runs_per_job, max_array_size, array_parallelism, slurm_param) -> None:
     """Run every combination of SWEEP_FILE that is not finished yet."""
     from .executors import plan, start_retries, write_manifest
+    from .migrate import open_store_and_say
     from .sweep import load_sweep
 
     sw = load_sweep(sweep_file)
+    # A store of an older neurocl: its finished runs under today's ids, so none is run again.
+    open_store_and_say(out)
     p = plan(sw.runs, out, retry_failed)
     dups = sw.n_combinations - len(sw.runs)
     click.echo(
@@ -219,7 +222,9 @@ def _run_slurm(sw, p, out, settings, extra, retry_failed) -> None:
 def status_cmd(out: str, verbose: bool, as_json: bool) -> None:
     """Done / running / failed / pending runs in the store OUT, with failure reasons."""
     from .executors.status import counts, format_status, store_status
+    from .migrate import open_store_and_say
 
+    open_store_and_say(out)
     states = store_status(out)
     if as_json:
         click.echo(json.dumps({"counts": counts(states), "runs": [s.__dict__ for s in states]}, indent=2))

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 
 from neurocl.cli import main
 from neurocl.config import ConfigError
-from neurocl.protocol import dataset_warnings, load_protocol, resolved_config
-from neurocl.store import run_id
+from neurocl.protocol import dataset_warnings, load_protocol, protocol_run_id, resolved_config
 
 REPO = Path(__file__).resolve().parent.parent
 R5 = str(REPO / "protocols" / "r5-naive.yaml")
@@ -98,9 +97,9 @@ def test_a_local_sweep_without_its_data_starts_nothing(isolated):
 
 
 def test_run_ids_hash_the_configuration_not_the_files(isolated, t10k_dir, monkeypatch):
-    absent = run_id(resolved_config(load_protocol(R5)))
+    absent = protocol_run_id(load_protocol(R5))
     monkeypatch.setenv("NEUROCL_DATA", str(t10k_dir.parent))
-    assert run_id(resolved_config(load_protocol(R5))) == absent
+    assert protocol_run_id(load_protocol(R5)) == absent
 
 
 def test_trains_on_the_real_fashion_mnist(tmp_path):

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from neurocl.config import ConfigError
-from neurocl.protocol import load_protocol, resolved_config
-from neurocl.store import run_id
+from neurocl.protocol import load_protocol, protocol_run_id, resolved_config
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = """\
@@ -107,11 +106,11 @@ def test_overrides_apply_and_errors_name_the_override(tmp_path):
 
 def test_run_id_ignores_execution_settings_only(tmp_path):
     p = write(tmp_path, GOOD)
-    base = run_id(resolved_config(load_protocol(p)))
-    assert base == run_id(resolved_config(load_protocol(p, ["execution.threads=2", "execution.progress=none"])))
-    assert base != run_id(resolved_config(load_protocol(p, ["seed=1"])))
+    base = protocol_run_id(load_protocol(p))
+    assert base == protocol_run_id(load_protocol(p, ["execution.threads=2", "execution.progress=none"]))
+    assert base != protocol_run_id(load_protocol(p, ["seed=1"]))
     # The preset is resolved before hashing: naming it or writing it out gives the same id.
-    assert base != run_id(resolved_config(load_protocol(p, ["model.tau=49"])))
+    assert base != protocol_run_id(load_protocol(p, ["model.tau=49"]))
 
 
 def test_schema_command_prints_json_schema():

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from neurocl.protocol import load_protocol, resolved_config
-from neurocl.store import run_id
+from neurocl.protocol import load_protocol, protocol_run_id, resolved_config
 from neurocl.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,5 +23,5 @@ def test_shipped_sweep_expands_without_the_data(path, isolated, t10k_dir, monkey
 
 def test_reproduction_sweep_ids_equal_single_run_ids():
     sweep = load_sweep(REPO / "sweeps" / "reproductions" / "r5-ewc.yaml")
-    expected = {run_id(resolved_config(load_protocol(REPO / "protocols" / "r5-ewc.yaml", [f"seed={s}"]))) for s in range(3)}
+    expected = {protocol_run_id(load_protocol(REPO / "protocols" / "r5-ewc.yaml", [f"seed={s}"])) for s in range(3)}
     assert {r.id for r in sweep.runs} == expected

@@ -10,8 +10,7 @@ from click.testing import CliRunner
 
 from neurocl.cli import main
 from neurocl.config import ConfigError
-from neurocl.protocol import load_protocol, resolved_config
-from neurocl.store import run_id
+from neurocl.protocol import load_protocol, protocol_run_id, resolved_config
 from neurocl.sweep import load_sweep, time_minutes
 from sweep_fixtures import TINY_PROTOCOL
 
@@ -73,7 +72,7 @@ def test_run_id_is_the_one_neurocl_run_gives(tmp_path):
     p = write(tmp_path, "protocol: ../protocols/tiny.yaml\ngrid: {training.optimizer.lr: [0.01]}\nseeds: [7]\n")
     (run,) = load_sweep(p).runs
     proto = load_protocol(tmp_path / "protocols" / "tiny.yaml", ["training.optimizer.lr=0.01", "seed=7"])
-    assert run.id == run_id(resolved_config(proto)) and run.config == resolved_config(proto)
+    assert run.id == protocol_run_id(proto) and run.config == resolved_config(proto)
 
 
 def test_duplicate_configurations_collapse_to_one_run(tmp_path):

@@ -24,9 +24,8 @@ def execute_run(
     Returns ``{"id", "status": done|failed|busy, "ran": bool, "reason", "seconds"}``; ``ran``
     is False when nothing was trained (already done, failed before, or running elsewhere).
     """
-    from ..protocol import load_protocol, resolved_config
+    from ..protocol import load_protocol, protocol_run_id
     from ..run import RunFailed, mark_failed, run_protocol
-    from ..store import run_id as id_of
 
     rd = RunDir(Path(out) / "runs" / run_id)
     t0 = time.monotonic()
@@ -47,7 +46,7 @@ def execute_run(
         index = attempts.start(rd, **info)
         try:
             proto = load_protocol(config)
-            here = id_of(resolved_config(proto))
+            here = protocol_run_id(proto)
             if here != run_id:
                 # The code that validates protocols changed between expansion and now (an
                 # upgrade while jobs were queued): running would file the run under another id.

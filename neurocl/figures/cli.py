@@ -49,6 +49,10 @@ def figures(source: Path | None, out: Path | None, only: tuple[str, ...], style:
         return
     if source is None:
         raise click.UsageError("missing SOURCE (a run directory, a store, or a results table)")
+    if (source / "runs").is_dir():
+        from ..migrate import open_store_and_say
+
+        open_store_and_say(source)  # an older neurocl's store: figures under today's run ids
     out = out or default_out(source)
     patterns = _names(runs) or None
     try:
