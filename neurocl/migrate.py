@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .executors.attempts import run_lock
 from .protocol import config_run_id
-from .store import RunDir, atomic_write_json, read_store_meta, write_store_meta
+from .store import RunDir, atomic_write_json, read_store_meta, run_lock, write_store_meta
 
 RUN_ID_FORMAT = 2
 LOG = "migrations.jsonl"

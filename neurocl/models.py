@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from .config import ConfigError, load_yaml, validate
 from .nets.base import Model
 from .nets.lstm import LSTM, LSTMConfig
+from .nets.masked import MaskedMLP, MaskedMLPConfig
 from .nets.mlp import MLP, MLPConfig
 from .sim.config import EIRNNConfig
 from .sim.ei_rnn import EIRNN
@@ -23,19 +24,12 @@ MODEL_KINDS: dict[str, tuple[type[BaseModel], type[Model]]] = {
     "ei-rnn": (EIRNNConfig, EIRNN),
     "lstm": (LSTMConfig, LSTM),
     "mlp": (MLPConfig, MLP),
+    "masked-mlp": (MaskedMLPConfig, MaskedMLP),  # the supermask rule's layers
 }
 
 
 def register_model(kind: str, config_cls: type[BaseModel], model_cls: type[Model]) -> None:
     MODEL_KINDS[kind] = (config_cls, model_cls)
-
-
-def _ensure_extensions() -> None:
-    # Model kinds defined next to the rules that need them (e.g. supermask layers).
-    try:
-        import neurocl.nets.masked  # noqa: F401
-    except ImportError:
-        pass
 
 
 def preset_dirs() -> list[Path]:
@@ -63,7 +57,6 @@ def find_preset(name: str) -> Path:
 
 
 def model_config_class(kind: Any) -> type[BaseModel]:
-    _ensure_extensions()
     if kind not in MODEL_KINDS:
         close = difflib.get_close_matches(str(kind), MODEL_KINDS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(MODEL_KINDS)})"
@@ -104,7 +97,6 @@ def resolve_model_config(spec: Any, overrides: dict | None = None, source: str =
 def build_model(spec: Any = "ei-rnn-64", seed: int = 0, **overrides) -> Model:
     """Build a model from a preset name (``models/NAME.yaml``), a YAML path, a dict or a config."""
     cfg = resolve_model_config(spec, overrides or None)
-    _ensure_extensions()
     return MODEL_KINDS[cfg.kind][1](cfg, seed=seed)
 
 

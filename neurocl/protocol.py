@@ -16,8 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from .config import ConfigError, _Located, load_yaml, parse_override, set_dotted, validate
-from .sim.config import Strict
+from .config import ConfigError, Strict, _Located, load_yaml, parse_override, set_dotted, validate
 
 
 class DatasetConfig(Strict):

@@ -1,7 +1,8 @@
 """The results store: one directory per run, every file written atomically.
 
 ``runs/<id>/`` holds ``config.json``, ``meta.json``, ``metrics.parquet``, ``summary.json``,
-``checkpoints/task-<k>.pt``, ``run.log`` and a ``DONE`` (or ``FAILED``) marker written last.
+``checkpoints/task-<k>.pt``, ``run.log`` and a ``DONE`` (or ``FAILED``) marker written last;
+``LOCK`` is flocked by the process that runs it. ``<store>/store.json`` records the format.
 A run id is a hash of the canonical configuration (the values that differ from the defaults),
 so rerunning a finished run is a no-op, a sweep never repeats work, and a new option with a
 default renames no run.
@@ -14,8 +15,10 @@ import io
 import json
 import os
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -117,6 +120,7 @@ class RunDir:
     done_marker = property(lambda self: self.path / "DONE")
     failed_marker = property(lambda self: self.path / "FAILED")
     running_marker = property(lambda self: self.path / "RUNNING")
+    lock_file = property(lambda self: self.path / "LOCK")  # flock held while a process runs it
     checkpoints = property(lambda self: self.path / "checkpoints")
 
     def checkpoint(self, task: int) -> Path:
@@ -168,3 +172,31 @@ def iter_runs(root: str | Path):
     for p in sorted(base.iterdir()):
         if p.is_dir() and (p / "config.json").is_file():
             yield RunDir(p)
+
+
+@contextmanager
+def run_lock(rd: RunDir, wait_s: float = 30.0) -> Iterator[bool]:
+    """Hold ``<run>/LOCK`` exclusively; yields False if another live process keeps it for ``wait_s``."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one sweep at a time is the user's job
+        yield True
+        return
+    rd.path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(rd.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.1)
+            except OSError:  # a file system without flock (some NFS): go on unlocked
+                break
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -30,8 +30,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from .config import ConfigError, _Located, load_yaml, set_dotted, validate
-from .sim.config import Strict
+from .config import ConfigError, Strict, _Located, load_yaml, set_dotted, validate
 
 
 # ---------------------------------------------------------------------------- schema

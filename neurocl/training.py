@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn.functional as F
 
-from .rules.base import Batch
+
+@dataclass
+class Batch:
+    """One training batch; rules may append examples (replay).
+
+    ``weight`` (N,) gives each example's share of the loss (they sum to 1). ``soft`` (N, C)
+    holds soft targets for the rows where ``soft_valid`` is true (distillation of replayed
+    inputs); other rows use the hard targets ``y``.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: torch.Tensor  # (N,) task index of each example (for task-incremental masking)
+    mask: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    soft: torch.Tensor | None = None
+    soft_valid: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def weights(self) -> torch.Tensor:
+        if self.weight is not None:
+            return self.weight
+        n = len(self)
+        return torch.full((n,), 1.0 / n, dtype=torch.float32, device=self.x.device)
+
+    def replace(self, **kw) -> "Batch":
+        return replace(self, **kw)
+
 
 # A large finite negative logit: masked classes get zero probability without making
 # 0 * log(0) a NaN for soft targets.

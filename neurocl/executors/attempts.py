@@ -17,11 +17,9 @@ import json
 import os
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from ..store import RunDir, atomic_write_json
+from ..store import RunDir, atomic_write_json, run_lock  # noqa: F401 (run_lock: the sweep's lock on a run)
 
 FILE = "attempts.json"
 
@@ -102,31 +100,3 @@ def deaths(rd: RunDir) -> int:
 
 def count(rd: RunDir, outcome: str) -> int:
     return sum(1 for r in read(rd) if r.get("outcome") == outcome)
-
-
-@contextmanager
-def run_lock(rd: RunDir, wait_s: float = 30.0) -> Iterator[bool]:
-    """Hold ``<run>/LOCK`` exclusively; yields False if another live process keeps it for ``wait_s``."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): one sweep at a time is the user's job
-        yield True
-        return
-    rd.path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(rd.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.1)
-            except OSError:  # a file system without flock (some NFS): go on unlocked
-                break
-        yield True
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock

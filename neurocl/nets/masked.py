@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ..models import register_model
-from ..sim.config import Strict
+from ..config import Strict
 from .base import Model
 
 
@@ -237,5 +236,3 @@ class MaskedMLP(Model):
                 problems.append(f"{name}: weights are not a signed constant")
         return problems
 
-
-register_model("masked-mlp", MaskedMLPConfig, MaskedMLP)

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..sim.config import Strict
+from ..config import Strict
 from .base import Model
 
 

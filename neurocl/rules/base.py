@@ -19,46 +19,18 @@ Rules act on the trainable raw parameters and must respect ``model.plasticity_ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from ..training import Batch  # noqa: F401 (part of the rule interface: rules receive batches)
+
 
 class RuleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-
-
-@dataclass
-class Batch:
-    """One training batch; rules may append examples (replay).
-
-    ``weight`` (N,) gives each example's share of the loss (they sum to 1). ``soft`` (N, C)
-    holds soft targets for the rows where ``soft_valid`` is true (distillation of replayed
-    inputs); other rows use the hard targets ``y``.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    task: torch.Tensor  # (N,) task index of each example (for task-incremental masking)
-    mask: torch.Tensor | None = None
-    weight: torch.Tensor | None = None
-    soft: torch.Tensor | None = None
-    soft_valid: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def weights(self) -> torch.Tensor:
-        if self.weight is not None:
-            return self.weight
-        n = len(self)
-        return torch.full((n,), 1.0 / n, dtype=torch.float32, device=self.x.device)
-
-    def replace(self, **kw) -> "Batch":
-        return replace(self, **kw)
 
 
 @dataclass
