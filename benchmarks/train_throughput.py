@@ -59,59 +59,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import neurocl  # noqa: E402
-from _common import cpu_model, matmul_peak  # noqa: E402  (beside this script)
+from _common import PlainEIRNN, cpu_model, matmul_peak  # noqa: E402  (beside this script)
 import neurocl.rules  # noqa: E402,F401  (registers the rules before training imports them)
 from neurocl.rules.base import Batch  # noqa: E402
 from neurocl.training import batch_loss  # noqa: E402
 
 torch.set_num_threads(args.threads)
 numba.set_num_threads(args.threads)
-
-
-# ---------------------------------------------------------------- plain PyTorch reference
-class PlainEIRNN(torch.nn.Module):
-    """The E/I network as a user would write it: a Python loop over time steps, autograd."""
-
-    def __init__(self, model):
-        super().__init__()
-        c = model.config
-        # Same size, constants and initial weights as the neurocl model.
-        self.W_in = torch.nn.Parameter(model.W_in.detach().clone())
-        self.W_rec = torch.nn.Parameter(model.W_rec.detach().clone())
-        self.W_out = torch.nn.Parameter(model.W_out.detach().clone())
-        self.x0 = torch.nn.Parameter(model.x0.detach().clone())
-        self.register_buffer("mask", model.plastic_mask.clone())
-        self.register_buffer("fixed", model.w_fixed.clone())
-        self.register_buffer("sign", model.sign.clone())
-        self.alpha = c.dt / c.tau
-        self.s_rec = math.sqrt(2 * self.alpha) * c.sigma_rec
-        self.s_in = math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in
-
-    def forward(self, u):
-        a = self.alpha
-        w_in = torch.relu(self.W_in)
-        w_rec = torch.relu(self.mask * self.W_rec + self.fixed) * self.sign
-        w_out = torch.relu(self.W_out) * self.sign
-        batch, steps, _ = u.shape
-        x = self.x0.expand(batch, -1)
-        r = torch.relu(x)
-        xs = []
-        for t in range(steps):
-            u_t = torch.relu(u[:, t] + self.s_in * torch.randn_like(u[:, t]))
-            x = (1 - a) * x + a * (r @ w_rec.T + u_t @ w_in.T) + self.s_rec * torch.randn_like(x)
-            r = torch.relu(x)
-            xs.append(x)
-        return r @ w_out.T, xs, w_rec
-
-    def omega(self, loss, xs, w_rec):
-        """Pascanu et al. 2013, written directly (as the torch backend does)."""
-        v = torch.stack(torch.autograd.grad(loss, xs, retain_graph=True), 1).detach()
-        x = torch.stack(xs, 1)
-        v_next = v[:, 1:]
-        prop = (1 - self.alpha) * v_next + self.alpha * (v_next @ w_rec) * (x[:, :-1] > 0).to(x.dtype)
-        num, den = prop.norm(dim=-1), v_next.norm(dim=-1)
-        ok = den > 1e-20
-        return ((num[ok] / den[ok] - 1) ** 2).mean()
 
 
 def make_optimizer(params):
