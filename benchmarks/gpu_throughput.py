@@ -82,7 +82,8 @@ def variants(n: int, batch: int) -> dict:
     g = torch.Generator().manual_seed(0)
     u = torch.rand(batch, args.steps, N_IN, generator=g).to(DEV)
     y = torch.randint(0, N_OUT, (batch,), generator=g).to(DEV)
-    size = dict(n=n, n_in=N_IN, n_out=N_OUT)
+    # No Omega regulariser (the preset has omega_lambda 2.0): the plain loop has none.
+    size = dict(n=n, n_in=N_IN, n_out=N_OUT, omega_lambda=0.0)
     plain = PlainEIRNN(neurocl.build_model("ei-rnn-64", seed=1, **size)).to(DEV)
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
 
@@ -144,6 +145,7 @@ def main() -> None:
                     rows.append({"precision": "tf32" if tf32 else "float32", "n": n, "batch": batch, "variant": k,
                                  "samples/s": med, "x reference": med / ref,
                                  "% of peak": 100 * med * flops_per_sample(n) / (peaks[tf32] * 1e9)})
+                    print(f"# done: {rows[-1]}", flush=True)  # kept if a time limit cuts the run
                 del vs
                 if DEV.type == "cuda":
                     torch.cuda.empty_cache()
