@@ -1,8 +1,37 @@
-"""neurocl: continual learning on biologically constrained recurrent networks."""
+"""neurocl: continual learning on biologically constrained recurrent networks.
+
+The names below load on first use, so that ``neurocl --help`` and the commands that need no
+tensors do not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .models import build_model, load_model, save_model  # noqa: E402
-from .sim.simulate import simulate  # noqa: E402
+_LAZY = {
+    "build_model": "neurocl.models",
+    "load_model": "neurocl.models",
+    "save_model": "neurocl.models",
+    "simulate": "neurocl.sim.simulate",
+}
 
 __all__ = ["build_model", "load_model", "save_model", "simulate", "__version__"]
+
+if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ loads them
+    from .models import build_model, load_model, save_model
+    from .sim.simulate import simulate
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'neurocl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

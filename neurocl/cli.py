@@ -8,26 +8,68 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError
+# Subcommands that live next to the code they drive: (module, attribute, one-line help). They are
+# imported only when run (or asked for their own --help), so that `neurocl --help` imports
+# neither torch nor numpy.
+LAZY_COMMANDS = {
+    "data": ("neurocl.data.cli", "data", "List, download and verify datasets."),
+    "figures": ("neurocl.figures.cli", "figures", "Draw the figures of SOURCE (a run directory, a store or sweep directory, "
+                "or a results table written by `neurocl results`), each with the CSV of the numbers it plots and a "
+                "manifest.json of sha256 sums."),
+    "results": ("neurocl.results_cli", "results",
+                "One row per run and metric, the configuration flattened into dotted config.* columns."),
+    "store": ("neurocl.store_cli", "store", "Maintain a results store."),
+    "sweep": ("neurocl.sweep_cli", "sweep", "Run every combination of a sweep file (grid, zip, list, seeds); see docs/sweeps.md."),
+}
 
 
 class _Group(click.Group):
-    """Turn configuration errors into clean messages and a non-zero exit, not tracebacks."""
+    """Turn configuration errors into clean messages and a non-zero exit, not tracebacks; load
+    the subcommands of LAZY_COMMANDS on first use."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr, _ = LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        # The listing of `neurocl --help`: lazy commands show their help from the table.
+        from click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            if name in self.commands:
+                cmd = self.commands[name]
+                if not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit)))
+            else:
+                rows.append((name, make_default_short_help(LAZY_COMMANDS[name][2], limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except ConfigError as err:
-            click.echo("\n".join(err.messages), err=True)
-            ctx.exit(2)
         except Exception as err:
-            # Imported here: neurocl.data pulls in numpy, which `--help` should not pay for.
-            from .data.errors import DataError
-
-            if not isinstance(err, DataError):
-                raise
-            click.echo(f"error: {err}", err=True)
-            ctx.exit(2)
+            # The error classes are looked up only where their module is loaded: neither can
+            # have been raised otherwise, and importing them would cost `--help` pydantic or numpy.
+            config, data = sys.modules.get("neurocl.config"), sys.modules.get("neurocl.data.errors")
+            if config is not None and isinstance(err, config.ConfigError):
+                click.echo("\n".join(err.messages), err=True)
+                ctx.exit(2)
+            if data is not None and isinstance(err, data.DataError):
+                click.echo(f"error: {err}", err=True)
+                ctx.exit(2)
+            raise
 
 
 @click.group(cls=_Group)
@@ -116,28 +158,6 @@ def validate_cmd(protocol: str, overrides: tuple[str, ...]) -> None:
         click.echo(f"{protocol}: warning: {warning}", err=True)
     click.echo(f"{protocol}: ok (run id {protocol_run_id(proto)})")
 
-
-def _register_optional() -> None:
-    """Subcommands that live next to the code they drive."""
-    import importlib
-
-    for module, attr in (
-        ("neurocl.data.cli", "data"),
-        ("neurocl.sweep_cli", "sweep"),
-        ("neurocl.results_cli", "results"),
-        ("neurocl.figures.cli", "figures"),
-        ("neurocl.store_cli", "store"),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name == module:
-                continue
-            raise
-        main.add_command(getattr(mod, attr))
-
-
-_register_optional()
 
 if __name__ == "__main__":
     main()
