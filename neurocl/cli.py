@@ -117,7 +117,7 @@ def _print_summary(path: Path) -> None:
         return
     if not rd.summary.exists():
         return
-    s = rd.read_json("summary.json")
+    s = json.loads(rd.summary.read_text())
     R = np.array(s["accuracy_matrix"], dtype=float)
     n = R.shape[0]
     click.echo("accuracy matrix R[i, j] (row: after training task i, column: task j)")

@@ -24,12 +24,9 @@ from pathlib import Path
 from typing import Iterator
 
 from .protocol import config_run_id
-from .store import RunDir, atomic_write_json, read_store_meta, run_lock, write_store_meta
+from .store import RunDir, Store, atomic_write_json, read_store_meta, run_lock, write_store_meta
 
 RUN_ID_FORMAT = 2
-LOG = "migrations.jsonl"
-# Where a run goes whose new id is already taken (two old ids that now mean one configuration).
-DUPLICATES = "migrated-duplicates"
 
 
 @dataclass
@@ -53,7 +50,7 @@ def _store_lock(root: Path) -> Iterator[None]:
     except ImportError:
         yield
         return
-    fd = os.open(root / ".store.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Store(root).lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -62,7 +59,7 @@ def _store_lock(root: Path) -> Iterator[None]:
 
 
 def _logged(root: Path) -> dict[str, str]:
-    path = root / LOG
+    path = Store(root).migrations_log
     mapping = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -75,7 +72,7 @@ def _logged(root: Path) -> dict[str, str]:
 
 
 def _log(root: Path, old: str, new: str, what: str) -> None:
-    with open(root / LOG, "a") as fh:
+    with open(Store(root).migrations_log, "a") as fh:
         fh.write(json.dumps({"old": old, "new": new, "what": what, "time": time.time(), "to_format": RUN_ID_FORMAT}) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -93,7 +90,8 @@ def _replace_ids(obj, mapping: dict[str, str]):
 
 def _rewrite_records(root: Path, mapping: dict[str, str]) -> None:
     """Ids in the sweep manifests and SLURM submission records, and each run's summary."""
-    for path in sorted((root / "sweeps").glob("*.json")) if (root / "sweeps").is_dir() else []:
+    store = Store(root)
+    for path in store.sweep_manifests():
         try:
             data = json.loads(path.read_text())
         except ValueError:
@@ -101,7 +99,7 @@ def _rewrite_records(root: Path, mapping: dict[str, str]) -> None:
         new = _replace_ids(data, mapping)
         if new != data:
             atomic_write_json(path, new)
-    subs = root / "slurm" / "submissions.jsonl"
+    subs = store.submissions
     if subs.exists():
         lines = subs.read_text().splitlines()
         out = []
@@ -115,7 +113,7 @@ def _rewrite_records(root: Path, mapping: dict[str, str]) -> None:
             tmp.write_text("".join(line + "\n" for line in out))
             os.replace(tmp, subs)
     for new_id in set(mapping.values()):
-        summary = RunDir(root / "runs" / new_id).summary
+        summary = store.run(new_id).summary
         if summary.exists():
             data = json.loads(summary.read_text())
             if data.get("id") != new_id:
@@ -126,9 +124,10 @@ def migrate_store(root: str | Path) -> Migration:
     """Rename every run of ``root`` whose directory is not its current id; see the module doc."""
     root = Path(root)
     report = Migration()
-    runs = root / "runs"
+    store = Store(root)
+    runs = store.runs_dir
     with _store_lock(root):
-        found = [RunDir(p) for p in runs.iterdir() if (p / "config.json").is_file()] if runs.is_dir() else []
+        found = [RunDir(p) for p in runs.iterdir() if RunDir.holds_run(p)] if runs.is_dir() else []
         # The most complete copy of a configuration claims its id first (finished, then with
         # checkpoints); a later copy of the same configuration is set aside, not merged.
         found.sort(key=lambda rd: (not rd.is_done(), rd.last_checkpoint() is None, rd.id))
@@ -147,7 +146,7 @@ def migrate_store(root: str | Path) -> Migration:
                     continue
                 target = runs / new
                 if target.exists():
-                    aside = root / DUPLICATES / rd.id
+                    aside = store.duplicates_dir / rd.id
                     aside.parent.mkdir(exist_ok=True)
                     _log(root, rd.id, new, "duplicate")
                     os.rename(path, aside)
@@ -197,9 +196,9 @@ def describe(report: Migration, root: str | Path) -> str:
     """What a migration did, for a person."""
     lines = []
     if report.renamed:
-        lines.append(f"{root}: {len(report.renamed)} runs renamed to today's run ids (logged in {Path(root) / LOG})")
+        lines.append(f"{root}: {len(report.renamed)} runs renamed to today's run ids (logged in {Store(root).migrations_log})")
     for old, new in report.duplicates:
-        lines.append(f"{root}: run {old} is the same configuration as {new}: moved to {Path(root) / DUPLICATES / old}")
+        lines.append(f"{root}: run {old} is the same configuration as {new}: moved to {Store(root).duplicates_dir / old}")
     for rid, why in report.skipped:
         lines.append(f"{root}: run {rid} not migrated: {why}")
     return "\n".join(lines)

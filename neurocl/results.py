@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +39,7 @@ def load(root: str | Path, include_unfinished: bool = False) -> pd.DataFrame:
         if not rd.metrics.exists():
             continue
         m = pd.read_parquet(rd.metrics)
-        cfg = flatten(rd.read_json("config.json"), "config.")
+        cfg = flatten(json.loads(rd.config.read_text()), "config.")
         m.insert(0, "run_id", rd.id)
         m.insert(1, "status", status)
         cfg_frame = pd.DataFrame([cfg] * len(m), index=m.index)
@@ -53,9 +55,9 @@ def summaries(root: str | Path) -> pd.DataFrame:
     for rd in iter_runs(root):
         if not rd.is_done():
             continue
-        s = rd.read_json("summary.json")
+        s = json.loads(rd.summary.read_text())
         row = {"run_id": rd.id}
         row.update({k: v for k, v in s.items() if not isinstance(v, (list, dict))})
-        row.update(flatten(rd.read_json("config.json"), "config."))
+        row.update(flatten(json.loads(rd.config.read_text()), "config."))
         rows.append(row)
     return pd.DataFrame(rows)

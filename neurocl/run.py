@@ -7,6 +7,7 @@ with the same accuracy matrix as an uninterrupted one (bit-identical on CPU).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -30,7 +31,7 @@ from .progress import EpochProgress
 from .protocol import config_run_id, load_protocol, resolved_config
 from .rules import build_rules
 from .rules.base import Batch, Context
-from .store import RunDir, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from .store import RunDir, Store, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets, per_example_loss
 
 log = logging.getLogger("neurocl.run")
@@ -135,7 +136,7 @@ class Runner:
         self.proto = proto
         self.config = resolved_config(proto)
         self.id = config_run_id(self.config)
-        self.rd = RunDir(Path(out) / "runs" / self.id)
+        self.rd = Store(out).run(self.id)
         self.rows: list[dict] = []
         self.hist_rows: list[dict] = []
 
@@ -221,7 +222,7 @@ class Runner:
 
             buf = io.BytesIO()
             np.savez_compressed(buf, **snapshot)
-            atomic_write_bytes(self.rd.path / "weights" / f"t{task:03d}-e{epoch:03d}.npz", buf.getvalue())
+            atomic_write_bytes(self.rd.weight_snapshot(task, epoch), buf.getvalue())
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, task: int, global_epoch: int) -> None:
@@ -347,7 +348,7 @@ class Runner:
             rule.setup(self.ctx)
 
         done_task, global_epoch = self.load_checkpoint()
-        meta = rd.read_json("meta.json") if rd.meta.exists() else {}
+        meta = json.loads(rd.meta.read_text()) if rd.meta.exists() else {}
         meta.update(
             neurocl_version=__version__, git_revision=_git_revision(), host=socket.gethostname(),
             python=platform.python_version(), torch=torch.__version__, data=data_source,
@@ -433,7 +434,7 @@ class Runner:
             arrays["sign"] = self.model.sign.cpu().numpy()
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(self.rd.path / "activity.npz", buf.getvalue())
+        atomic_write_bytes(self.rd.activity, buf.getvalue())
 
     def finish(self, meta: dict) -> None:
         rd = self.rd
@@ -447,7 +448,7 @@ class Runner:
         if self.hist_rows:
             buf = io.BytesIO()
             pd.DataFrame(self.hist_rows).to_parquet(buf, index=False)
-            atomic_write_bytes(rd.path / "histograms.parquet", buf.getvalue())
+            atomic_write_bytes(rd.histograms, buf.getvalue())
         R, b = accuracy_matrix(df, len(self.tasks))
         summary = {
             "id": self.id,
@@ -546,8 +547,8 @@ def load_run(path: str | Path) -> dict[str, Any]:
     """Config, summary and metrics of one stored run."""
     rd = RunDir(path)
     return {
-        "config": rd.read_json("config.json"),
-        "summary": rd.read_json("summary.json") if rd.summary.exists() else None,
+        "config": json.loads(rd.config.read_text()),
+        "summary": json.loads(rd.summary.read_text()) if rd.summary.exists() else None,
         "metrics": pd.read_parquet(rd.metrics) if rd.metrics.exists() else None,
         "status": rd.status(),
     }

@@ -93,13 +93,13 @@ STORE_META = "store.json"
 def read_store_meta(root: str | Path) -> dict:
     """``<store>/store.json`` (the store's format), or {} for a store that has none yet."""
     try:
-        return json.loads((Path(root) / STORE_META).read_text())
+        return json.loads(Store(root).meta.read_text())
     except (OSError, ValueError):
         return {}
 
 
 def write_store_meta(root: str | Path, meta: dict) -> None:
-    atomic_write_json(Path(root) / STORE_META, meta)
+    atomic_write_json(Store(root).meta, meta)
 
 
 class RunDir:
@@ -122,6 +122,18 @@ class RunDir:
     running_marker = property(lambda self: self.path / "RUNNING")
     lock_file = property(lambda self: self.path / "LOCK")  # flock held while a process runs it
     checkpoints = property(lambda self: self.path / "checkpoints")
+    attempts = property(lambda self: self.path / "attempts.json")  # one record per start by a sweep
+    histograms = property(lambda self: self.path / "histograms.parquet")
+    activity = property(lambda self: self.path / "activity.npz")
+    weights_dir = property(lambda self: self.path / "weights")
+
+    def weight_snapshot(self, task: int, epoch: int) -> Path:
+        return self.weights_dir / f"t{task:03d}-e{epoch:03d}.npz"
+
+    @staticmethod
+    def holds_run(path: Path) -> bool:
+        """Whether ``path`` is a run directory (it has its configuration)."""
+        return (Path(path) / "config.json").is_file()
 
     def checkpoint(self, task: int) -> Path:
         return self.checkpoints / f"task-{task:03d}.pt"
@@ -161,16 +173,43 @@ class RunDir:
         return json.loads((self.path / name).read_text())
 
 
+class Store:
+    """The layout of a results store: ``runs/<id>/`` (a :class:`RunDir` each), the sweep
+    manifests, the SLURM records and the store's own files. Every path in a store is named here."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    runs_dir = property(lambda self: self.root / "runs")
+    meta = property(lambda self: self.root / STORE_META)  # the store's format
+    sweeps_dir = property(lambda self: self.root / "sweeps")  # one manifest per sweep
+    slurm_dir = property(lambda self: self.root / "slurm")  # submitit's job folders and logs
+    submissions = property(lambda self: self.slurm_dir / "submissions.jsonl")  # one line per job array
+    migrations_log = property(lambda self: self.root / "migrations.jsonl")
+    duplicates_dir = property(lambda self: self.root / "migrated-duplicates")
+    lock_file = property(lambda self: self.root / ".store.lock")
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.runs_dir / run_id)
+
+    def sweep_manifest(self, name: str) -> Path:
+        return self.sweeps_dir / f"{name}.json"
+
+    def sweep_manifests(self) -> list[Path]:
+        return sorted(self.sweeps_dir.glob("*.json")) if self.sweeps_dir.is_dir() else []
+
+
 def iter_runs(root: str | Path):
+    """The runs under ``root``: a run directory itself, a store, or a folder of run directories."""
     root = Path(root)
-    if (root / "config.json").is_file():
+    if RunDir.holds_run(root):
         yield RunDir(root)
         return
-    base = root / "runs" if (root / "runs").is_dir() else root
+    base = Store(root).runs_dir if Store(root).runs_dir.is_dir() else root
     if not base.is_dir():
         return
     for p in sorted(base.iterdir()):
-        if p.is_dir() and (p / "config.json").is_file():
+        if p.is_dir() and RunDir.holds_run(p):
             yield RunDir(p)
 
 

@@ -123,3 +123,17 @@ def test_the_layering_catches_an_upward_import(tmp_path, monkeypatch):
     monkeypatch.setitem(MODULES, "neurocl.sim.bad", fake)
     assert imports("neurocl.sim.bad") == {"neurocl.run"}
     assert layer_of("neurocl.sim.bad") < layer_of("neurocl.run")
+
+
+# The files of a store; only neurocl/store.py may spell their names (RunDir and Store).
+STORE_FILES = ("config.json", "meta.json", "metrics.parquet", "summary.json", "run.log", "histograms.parquet",
+               "activity.npz", "attempts.json", "submissions.jsonl", "migrations.jsonl", "store.json", "checkpoints")
+
+
+def test_only_the_store_names_the_files_of_a_store():
+    spelled = [
+        f"{module}: '{name}'"
+        for module, path in sorted(MODULES.items()) if module != "neurocl.store"
+        for name in STORE_FILES if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
+    ]
+    assert not spelled, "use neurocl.store.RunDir / Store instead: " + ", ".join(spelled)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from neurocl.cli import main
 from neurocl.config import ConfigError
-from neurocl.protocol import dataset_warnings, load_protocol, protocol_run_id, resolved_config
+from neurocl.protocol import dataset_warnings, load_protocol, protocol_run_id
 
 REPO = Path(__file__).resolve().parent.parent
 R5 = str(REPO / "protocols" / "r5-naive.yaml")

@@ -15,10 +15,12 @@ from click.testing import CliRunner
 from neurocl.cli import main
 from neurocl.config import ConfigError
 from neurocl.executors.attempts import run_lock
-from neurocl.migrate import LOG, RUN_ID_FORMAT, migrate_store
+from neurocl.migrate import RUN_ID_FORMAT, migrate_store
 from neurocl.protocol import canonical_config, config_run_id, load_protocol, protocol_run_id, resolved_config
 from neurocl.run import run_protocol
-from neurocl.store import RunDir, canonical_json, iter_runs
+from neurocl.store import RunDir, Store, canonical_json, iter_runs
+
+LOG = Store('.').migrations_log.name
 from sweep_fixtures import TINY_PROTOCOL
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from neurocl.protocol import load_protocol, protocol_run_id, resolved_config
+from neurocl.protocol import load_protocol, protocol_run_id
 from neurocl.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,6 +12,8 @@ kept fixating instead is reported separately (``no_response``). The curve is the
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +142,7 @@ def model_after_task(run_dir: str | Path, task: int):
     path = rd.checkpoint(task)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing (run with execution.keep_checkpoints: all to keep every task boundary)")
-    config = rd.read_json("config.json")
+    config = json.loads(rd.config.read_text())
     model = build_model(config["model"], seed=config["seed"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
     return model
@@ -175,7 +177,7 @@ def run_curves(run_dir: str | Path, task: int = 0, after: list[int] | None = Non
     from ..run import build_tasks
     from ..store import RunDir
 
-    config = RunDir(run_dir).read_json("config.json")
+    config = json.loads(RunDir(run_dir).config.read_text())
     tasks, _ = build_tasks(load_protocol(config))
     after = [task, len(tasks) - 1] if after is None else after
     return {f"after {tasks[i].name}": psychometric_curve(model_after_task(run_dir, i), tasks[task], seed=seed)

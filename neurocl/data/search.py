@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .errors import DataError, DatasetNotFound
+from .errors import DatasetNotFound
 from .registry import DATASETS, FileSpec
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")

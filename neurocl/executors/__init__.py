@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..store import RunDir
+from ..store import Store
 from . import attempts
 from .manifest import read_manifests, write_manifest
 
@@ -28,7 +28,7 @@ class Plan:
 def plan(runs: list, out: str | Path, retry_failed: bool = False) -> Plan:
     p = Plan()
     for run in runs:
-        rd = RunDir(Path(out) / "runs" / run.id)
+        rd = Store(out).run(run.id)
         if rd.is_done():
             p.done.append(run)
         elif rd.is_failed() and not retry_failed:
@@ -43,7 +43,7 @@ def plan(runs: list, out: str | Path, retry_failed: bool = False) -> Plan:
 def start_retries(p: Plan, out: str | Path) -> None:
     """Before running a plan: earlier worker deaths of retried runs no longer count."""
     for run in p.retried:
-        attempts.note_retry(RunDir(Path(out) / "runs" / run.id))
+        attempts.note_retry(Store(out).run(run.id))
 
 
 __all__ = ["Plan", "plan", "start_retries", "write_manifest", "read_manifests"]

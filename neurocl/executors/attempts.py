@@ -21,11 +21,8 @@ from pathlib import Path
 
 from ..store import RunDir, atomic_write_json, run_lock  # noqa: F401 (run_lock: the sweep's lock on a run)
 
-FILE = "attempts.json"
-
-
 def path(rd: RunDir) -> Path:
-    return rd.path / FILE
+    return rd.attempts
 
 
 def read(rd: RunDir) -> list[dict]:

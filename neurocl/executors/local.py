@@ -30,7 +30,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable
 
-from ..store import RunDir, atomic_write_json
+from ..store import Store, atomic_write_json
 from . import attempts
 
 
@@ -192,7 +192,7 @@ class LocalExecutor:
             for w in pool:
                 w.proc.join()
                 if w.run is not None:
-                    attempts.interrupted(RunDir(self.out / "runs" / w.run.id), w.proc.pid)
+                    attempts.interrupted(Store(self.out).run(w.run.id), w.proc.pid)
             pool = []
             raise
         finally:
@@ -227,7 +227,7 @@ class LocalExecutor:
         if run is None:
             return
         reason = _death_reason(w.proc.exitcode)
-        rd = RunDir(self.out / "runs" / run.id)
+        rd = Store(self.out).run(run.id)
         if rd.is_done():  # it died after writing DONE (the last thing a run writes): finished
             attempts.interrupted(rd, w.proc.pid)
             self._record(report, {"id": run.id, "status": "done", "ran": True}, run)

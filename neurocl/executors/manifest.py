@@ -10,19 +10,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..store import atomic_write_json
+from ..store import Store, atomic_write_json
 
 
 def write_manifest(out: str | Path, sweep) -> Path:
-    path = Path(out) / "sweeps" / f"{sweep.name}.json"
+    path = Store(out).sweep_manifest(sweep.name)
     atomic_write_json(path, sweep.manifest())
     return path
 
 
 def read_manifests(out: str | Path) -> list[dict]:
-    d = Path(out) / "sweeps"
     found = []
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+    for p in Store(out).sweep_manifests():
         try:
             found.append(json.loads(p.read_text()))
         except ValueError:
@@ -32,7 +31,7 @@ def read_manifests(out: str | Path) -> list[dict]:
 
 def submitted_jobs(out: str | Path) -> dict[str, str]:
     """Run id -> the SLURM job it was last submitted in (from the submission records)."""
-    p = Path(out) / "slurm" / "submissions.jsonl"
+    p = Store(out).submissions
     jobs: dict[str, str] = {}
     if not p.exists():
         return jobs

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import submitit
 
-from ..store import atomic_write_text
+from ..store import Store, atomic_write_text
 from .worker import execute_run
 
-SUBMISSIONS = "submissions.jsonl"
 
 
 class SlurmError(RuntimeError):
@@ -120,7 +119,7 @@ def _user() -> str:
 
 # ---------------------------------------------------------------------------- submission records
 def read_submissions(out: str | Path) -> list[dict]:
-    p = Path(out) / "slurm" / SUBMISSIONS
+    p = Store(out).submissions
     if not p.exists():
         return []
     records = []
@@ -133,7 +132,7 @@ def read_submissions(out: str | Path) -> list[dict]:
 
 
 def _append_submissions(out: Path, records: list[dict]) -> None:
-    p = out / "slurm" / SUBMISSIONS
+    p = Store(out).submissions
     old = p.read_text() if p.exists() else ""
     atomic_write_text(p, old + "".join(json.dumps(r) + "\n" for r in records))
 
@@ -161,7 +160,7 @@ def submit(runs: list, out: str | Path, settings, *, name: str, retry_failed: bo
     out = Path(out).resolve()
     if not runs:
         return []
-    folder = out / "slurm" / "%j"
+    folder = Store(out).slurm_dir / "%j"
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=settings.max_requeues)
     extra = dict(settings.params)
     extra.update(extra_params or {})

@@ -33,7 +33,7 @@ class RunState:
 
 def _lock_free(rd: RunDir) -> bool | None:
     """True if no process holds the run's lock; None if it cannot be told."""
-    lock = rd.path / "LOCK"
+    lock = rd.lock_file
     if not lock.exists():
         return None
     try:

@@ -11,7 +11,7 @@ import copy
 import time
 from pathlib import Path
 
-from ..store import RunDir, atomic_write_json
+from ..store import Store, atomic_write_json
 from . import attempts
 
 
@@ -27,7 +27,7 @@ def execute_run(
     from ..protocol import load_protocol, protocol_run_id
     from ..run import RunFailed, mark_failed, run_protocol
 
-    rd = RunDir(Path(out) / "runs" / run_id)
+    rd = Store(out).run(run_id)
     t0 = time.monotonic()
     with attempts.run_lock(rd, wait_s=lock_wait_s) as locked:
         if not locked:

@@ -55,21 +55,21 @@ class Artifacts:
 
     # ------------------------------------------------------------------ optional records
     def histograms(self, run_id: str) -> pd.DataFrame | None:
-        path = self._run(run_id).path / "histograms.parquet"
+        path = self._run(run_id).histograms
         if not path.is_file():
             return None
         h = pd.read_parquet(path)
         return h.sort_values(["layer", "global_epoch", "bin_left"], kind="mergesort").reset_index(drop=True)
 
     def activity(self, run_id: str) -> dict[str, np.ndarray] | None:
-        path = self._run(run_id).path / "activity.npz"
+        path = self._run(run_id).activity
         if not path.is_file():
             return None
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in sorted(f.files)}
 
     def snapshots(self, run_id: str) -> list[Path]:
-        d = self._run(run_id).path / "weights"
+        d = self._run(run_id).weights_dir
         # tTTT-eEEE.npz: the sorted names are in training order.
         return sorted(d.glob("t*-e*.npz")) if d.is_dir() else []
 

@@ -49,7 +49,9 @@ def figures(source: Path | None, out: Path | None, only: tuple[str, ...], style:
         return
     if source is None:
         raise click.UsageError("missing SOURCE (a run directory, a store, or a results table)")
-    if (source / "runs").is_dir():
+    from ..store import Store
+
+    if Store(source).runs_dir.is_dir():
         from ..migrate import open_store_and_say
 
         open_store_and_say(source)  # an older neurocl's store: figures under today's run ids
