@@ -8,7 +8,6 @@ untrained network on task j (for forward transfer). Definitions follow Lopez-Paz
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 
 def average_accuracy(R: np.ndarray) -> np.ndarray:
@@ -63,6 +62,34 @@ def weight_statistics(w: np.ndarray) -> dict[str, float]:
     return {
         "mean": float(w.mean()),
         "std": float(w.std()),
-        "skewness": float(stats.skew(w)),
-        "kurtosis": float(stats.kurtosis(w, fisher=True)),  # excess: 0 for a Gaussian
+        "skewness": float(_stats().skew(w)),
+        "kurtosis": float(_stats().kurtosis(w, fisher=True)),  # excess: 0 for a Gaussian
     }
+
+
+def _stats():
+    # scipy.stats takes about a second to import; only weight statistics need it.
+    from scipy import stats
+
+    return stats
+
+
+def accuracy_matrix(df, n_tasks: int, metric: str = "acc") -> tuple[np.ndarray, np.ndarray | None]:
+    """R[i, j] from the last evaluation after training task i, and b (the untrained network's
+    accuracy per task, or None), from a run's metric rows (``metrics.parquet``)."""
+    acc = df[df.metric == metric]
+    R = np.full((n_tasks, n_tasks), np.nan)
+    for i in range(n_tasks):
+        rows = acc[acc.task == i]
+        if rows.empty:
+            continue
+        last = rows[rows.global_epoch == rows.global_epoch.max()]
+        for _, r in last.iterrows():
+            R[i, int(r.eval_task)] = r.value
+    untrained = acc[acc.task == -1]
+    b = None
+    if not untrained.empty:
+        b = np.full(n_tasks, np.nan)
+        for _, r in untrained.iterrows():
+            b[int(r.eval_task)] = r.value
+    return R, b

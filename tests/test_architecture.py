@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and losses", ("neurocl.models", "neurocl.training", "neurocl.analysis.masks")),
     ("rules", ("neurocl.rules",)),
     ("protocol", ("neurocl.protocol",)),
-    ("run", ("neurocl.run", "neurocl.migrate", "neurocl.results")),
+    ("run", ("neurocl.run", "neurocl.evaluation", "neurocl.recording", "neurocl.checkpoints", "neurocl.migrate",
+             "neurocl.results")),
     ("studies", ("neurocl.sweep", "neurocl.executors", "neurocl.analysis", "neurocl.figures")),
     ("interface", ("neurocl", "neurocl.cli", "neurocl.__main__", "neurocl.sweep_cli", "neurocl.results_cli",
                    "neurocl.store_cli", "neurocl.data.cli", "neurocl.figures.cli")),
@@ -48,29 +49,34 @@ def layer_of(module: str) -> int:
     return level
 
 
-def imports(module: str, top_level_only: bool = False) -> set[str]:
-    """The neurocl modules ``module`` imports (``from . import x`` counts as module ``x``)."""
+def import_statements(module: str, top_level_only: bool = False):
+    """(imported module, names) for every neurocl import in ``module``."""
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     tree = ast.parse(path.read_text())
-    nodes = tree.body if top_level_only else ast.walk(tree)
-    found = set()
-    for node in nodes:
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("neurocl")}
+            for a in node.names:
+                if a.name.startswith("neurocl"):
+                    yield a.name, []
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            if not target.startswith("neurocl"):
-                continue
-            names = [a.name for a in node.names]
-            if target == "neurocl" and names == ["__version__"]:
-                continue  # a constant, not the API's modules
-            subs = {f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES}
-            found |= subs or {target}
+            if target.startswith("neurocl"):
+                yield target, [a.name for a in node.names]
+
+
+def imports(module: str, top_level_only: bool = False) -> set[str]:
+    """The neurocl modules ``module`` imports (``from . import x`` counts as module ``x``)."""
+    found = set()
+    for target, names in import_statements(module, top_level_only):
+        if target == "neurocl" and names == ["__version__"]:
+            continue  # a constant, not the API's modules
+        subs = {f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES}
+        found |= subs or {target}
     return found
 
 
@@ -137,3 +143,16 @@ def test_only_the_store_names_the_files_of_a_store():
         for name in STORE_FILES if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
     ]
     assert not spelled, "use neurocl.store.RunDir / Store instead: " + ", ".join(spelled)
+
+
+def test_the_runner_is_one_room():
+    # The loop only: evaluation, recording, checkpoints and the task sequence live beside it,
+    # and nothing outside neurocl/run.py imports anything from it but run_protocol and friends.
+    tree = ast.parse(MODULES["neurocl.run"].read_text())
+    [runner] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Runner"]
+    assert runner.end_lineno - runner.lineno + 1 < 170
+    public = {"run_protocol", "RunFailed", "mark_failed", "load_run", "Runner", "make_optimizer"}
+    for module in MODULES:
+        for target, names in import_statements(module):
+            if target == "neurocl.run" and module != "neurocl.run":
+                assert set(names) <= public, f"{module} imports {sorted(set(names) - public)} from neurocl.run"

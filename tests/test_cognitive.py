@@ -17,7 +17,8 @@ from neurocl.analysis.psychometric import (  # noqa: E402
 from neurocl.config import ConfigError  # noqa: E402
 from neurocl.data.cognitive import build_cognitive_tasks  # noqa: E402
 from neurocl.protocol import load_protocol  # noqa: E402
-from neurocl.run import build_tasks, load_run, run_protocol  # noqa: E402
+from neurocl.data.sequence import build_tasks  # noqa: E402
+from neurocl.run import load_run, run_protocol  # noqa: E402
 
 PDM = {"env": "PerceptualDecisionMaking",
        "env_kwargs": {"dt": 100, "timing": {"fixation": 200, "stimulus": 600, "decision": 200}}}

@@ -21,6 +21,7 @@ import yaml
 
 import neurocl.run
 from neurocl.config import ConfigError
+from neurocl.data.sequence import task_epochs
 from neurocl.models import build_model
 from neurocl.protocol import load_protocol
 from neurocl.rules import build_rules
@@ -260,7 +261,7 @@ def test_shipped_protocol_validates(name):
 
 def test_r5_ewc_trains_three_epochs_on_a_and_nine_on_b(tmp_path):
     proto = load_protocol(PROTOCOLS / "r5-ewc.yaml")
-    assert [neurocl.run.task_epochs(proto, i) for i in range(2)] == [3, 9]
+    assert [task_epochs(proto, i) for i in range(2)] == [3, 9]
     # The runner honours per-task epochs: a tiny run on digits, then count the recorded epochs.
     p = protocol(["naive"], "mlp")
     p["tasks"] = [{"classes": [0, 1], "epochs": 2}, {"classes": [2, 3]}, {"classes": [4, 5], "epochs": 3}]

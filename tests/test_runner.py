@@ -16,7 +16,8 @@ import yaml
 
 import neurocl.results
 from neurocl.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer, weight_statistics
-from neurocl.run import RunFailed, class_masks, run_protocol
+from neurocl.data.sequence import class_masks
+from neurocl.run import RunFailed, run_protocol
 from neurocl.store import RunDir
 from neurocl.training import masked_logits
 

@@ -174,7 +174,7 @@ def run_curves(run_dir: str | Path, task: int = 0, after: list[int] | None = Non
     The test trials are rebuilt from the run's stored configuration (same seed, same trials).
     """
     from ..protocol import load_protocol
-    from ..run import build_tasks
+    from ..data.sequence import build_tasks
     from ..store import RunDir
 
     config = json.loads(RunDir(run_dir).config.read_text())

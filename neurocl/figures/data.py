@@ -234,7 +234,7 @@ def conditions(df: pd.DataFrame) -> list[str]:
 
 def accuracy_matrix(run: pd.DataFrame, metric: str = "acc") -> tuple[np.ndarray, np.ndarray | None]:
     """R[i, j] and the untrained accuracies b of one run, by the runner's own definition."""
-    from ..run import accuracy_matrix as stored_definition
+    from ..metrics import accuracy_matrix as stored_definition
 
     acc = run[run.metric == metric]
     n_tasks = int(acc["eval_task"].max()) + 1
