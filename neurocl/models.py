@@ -12,24 +12,12 @@ import torch
 from pydantic import BaseModel
 
 from .config import ConfigError, load_yaml, validate
-from .nets.base import Model
-from .nets.lstm import LSTM, LSTMConfig
-from .nets.masked import MaskedMLP, MaskedMLPConfig
-from .nets.mlp import MLP, MLPConfig
-from .sim.config import EIRNNConfig
-from .sim.ei_rnn import EIRNN
-
-# kind -> (config class, model class); other modules add kinds with register_model.
-MODEL_KINDS: dict[str, tuple[type[BaseModel], type[Model]]] = {
-    "ei-rnn": (EIRNNConfig, EIRNN),
-    "lstm": (LSTMConfig, LSTM),
-    "mlp": (MLPConfig, MLP),
-    "masked-mlp": (MaskedMLPConfig, MaskedMLP),  # the supermask rule's layers
-}
+from .nets.base import MODEL_KINDS, Model
 
 
 def register_model(kind: str, config_cls: type[BaseModel], model_cls: type[Model]) -> None:
-    MODEL_KINDS[kind] = (config_cls, model_cls)
+    """Add a model kind (the same as ``MODEL_KINDS.register((config_cls, model_cls), name=kind)``)."""
+    MODEL_KINDS.register((config_cls, model_cls), name=kind)
 
 
 def preset_dirs() -> list[Path]:
@@ -58,9 +46,7 @@ def find_preset(name: str) -> Path:
 
 def model_config_class(kind: Any) -> type[BaseModel]:
     if kind not in MODEL_KINDS:
-        close = difflib.get_close_matches(str(kind), MODEL_KINDS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(MODEL_KINDS)})"
-        raise ConfigError([f"model kind '{kind}' is unknown{hint}"])
+        raise ConfigError([MODEL_KINDS.unknown(kind)])
     return MODEL_KINDS[kind][0]
 
 

@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import click
+
+from .registry import Registry
 
 
 class _DefaultRun(click.Group):
@@ -73,80 +77,6 @@ def _param(values: tuple[str, ...]) -> dict:
     return out
 
 
-@sweep.command("run")
-@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
-@click.option("--out", default="neurocl-out", show_default=True, help="Store directory (runs go to OUT/runs/<id>).")
-@click.option("--dry-run", is_flag=True, help="List the runs and what is left to do; run nothing.")
-@click.option("--retry-failed", is_flag=True, help="Run again the runs marked FAILED.")
-@click.option("--workers", type=click.IntRange(min=1), help="[local] Worker processes (default: local.workers or the CPU count).")
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per run (default: local.threads = 1, or slurm cpus per task).")
-@click.option("--max-attempts", type=click.IntRange(min=1), help="[local] Tries for a run whose worker dies (default 3).")
-@click.option("--progress", type=click.Choice(["auto", "bar", "log", "none"]), default="auto", show_default=True)
-@click.option("--partition", help="[slurm] Partition.")
-@click.option("--time", "time_", help="[slurm] Time limit per array task: minutes or HH:MM:SS.")
-@click.option("--cpus-per-task", type=click.IntRange(min=1), help="[slurm] CPUs per array task.")
-@click.option("--mem", help="[slurm] Memory per array task, e.g. 4G.")
-@click.option("--runs-per-job", type=click.IntRange(min=1), help="[slurm] Runs packed into one array task.")
-@click.option("--max-array-size", type=click.IntRange(min=1), help="[slurm] Split arrays at this size (default: the cluster's MaxArraySize).")
-@click.option("--array-parallelism", type=click.IntRange(min=1), help="[slurm] At most this many array tasks at once.")
-@click.option("--slurm-param", multiple=True, help="[slurm] Extra sbatch parameter KEY=VALUE (repeatable), e.g. account=lab.")
-def run_cmd(sweep_file, executor, out, dry_run, retry_failed, workers, threads, max_attempts, progress,
-            partition, time_, cpus_per_task, mem, runs_per_job, max_array_size, array_parallelism, slurm_param) -> None:
-    """Run every combination of SWEEP_FILE that is not finished yet."""
-    from .executors import plan, start_retries, write_manifest
-    from .migrate import open_store_and_say
-    from .sweep import load_sweep
-
-    sw = load_sweep(sweep_file)
-    # A store of an older neurocl: its finished runs under today's ids, so none is run again.
-    open_store_and_say(out)
-    p = plan(sw.runs, out, retry_failed)
-    dups = sw.n_combinations - len(sw.runs)
-    click.echo(
-        f"sweep {sw.name}: {sw.n_combinations} combinations, {len(sw.runs)} runs"
-        + (f" ({dups} duplicate configurations)" if dups else "")
-        + f"; done {len(p.done)}, failed {len(p.failed)}, to run {len(p.todo)}"
-        + (f" (retrying {len(p.retried)} failed)" if p.retried else "")
-    )
-    for run in p.failed:
-        from .store import RunDir
-
-        click.echo(f"  FAILED  {run.id}  {run.label}: {RunDir(Path(out) / 'runs' / run.id).failure_reason()} (--retry-failed to run it again)")
-    missing = _missing_datasets(p.todo)
-    if missing and executor == "local" and not dry_run:
-        # Every run would stop at its start; say so once, before any worker starts.
-        click.echo(
-            f"{sweep_file}: cannot run this sweep here: " + "\n".join(missing) + "\nNothing was started; "
-            "run the same command again once the data is here.", err=True,
-        )
-        sys.exit(2)
-    for message in missing:
-        where = "on the nodes that run it" if executor == "slurm" else "where it runs"
-        click.echo(f"warning: {message}\n(the runs need it {where})", err=True)
-    if dry_run:
-        done, failed = {r.id for r in p.done}, {r.id for r in p.failed}
-        for run in sw.runs:
-            state = "done" if run.id in done else "failed" if run.id in failed else "todo"
-            click.echo(f"  {state:<6s} {run.id}  {run.label}")
-        return
-    write_manifest(out, sw)
-    start_retries(p, out)
-    if executor == "local":
-        _run_local(sw, p, out, workers, threads, max_attempts, progress, retry_failed)
-    else:
-        updates = {
-            k: v for k, v in dict(
-                partition=partition, time=time_, cpus_per_task=cpus_per_task, mem=mem, runs_per_job=runs_per_job,
-                max_array_size=max_array_size, array_parallelism=array_parallelism,
-            ).items() if v is not None
-        }
-        settings = sw.spec.slurm.model_validate({**sw.spec.slurm.model_dump(), **updates})
-        _run_slurm(sw, p, out, settings, _param(slurm_param), retry_failed)
-    if p.failed:
-        sys.exit(1)
-
-
 def _missing_datasets(runs) -> list[str]:
     """One message per dataset that the runs to do need and this machine does not have."""
     from .data.errors import DatasetNotFound
@@ -164,11 +94,12 @@ def _missing_datasets(runs) -> list[str]:
     return messages
 
 
-def _run_local(sw, p, out, workers, threads, max_attempts, progress, retry_failed) -> None:
+def _run_local(sw, p, out, opts: dict, retry_failed: bool) -> None:
     from .executors.local import Interrupted, LocalExecutor
 
     if not p.todo:
         return
+    workers, threads, max_attempts, progress = opts["workers"], opts["threads"], opts["max_attempts"], opts["progress"]
     local = sw.spec.local
     bar = _Progress(len(sw.runs), len(p.done) + len(p.failed), progress)
     ex = LocalExecutor(
@@ -196,9 +127,18 @@ def _run_local(sw, p, out, workers, threads, max_attempts, progress, retry_faile
         sys.exit(1)
 
 
-def _run_slurm(sw, p, out, settings, extra, retry_failed) -> None:
+def _run_slurm(sw, p, out, opts: dict, retry_failed: bool) -> None:
     from .executors.slurm import SlurmError, queued_elsewhere, submit
 
+    updates = {
+        k: v for k, v in dict(
+            partition=opts["partition"], time=opts["time_"], cpus_per_task=opts["cpus_per_task"], mem=opts["mem"],
+            runs_per_job=opts["runs_per_job"], max_array_size=opts["max_array_size"],
+            array_parallelism=opts["array_parallelism"],
+        ).items() if v is not None
+    }
+    settings = sw.spec.slurm.model_validate({**sw.spec.slurm.model_dump(), **updates})
+    extra = _param(opts["slurm_param"])
     try:
         held = queued_elsewhere(out, {r.id for r in p.todo})
         todo = [r for r in p.todo if r.id not in held]
@@ -213,6 +153,85 @@ def _run_slurm(sw, p, out, settings, extra, retry_failed) -> None:
         n_jobs = -(-len(todo) // settings.runs_per_job)
         click.echo(f"submitted {len(todo)} runs as {n_jobs} array tasks in {len(ids)} job arrays: {' '.join(ids)}")
     click.echo(f"logs: {Path(out) / 'slurm'}; follow with: neurocl sweep status {out}")
+
+
+@dataclass(frozen=True)
+class Executor:
+    """How `neurocl sweep run --executor NAME` runs the planned runs."""
+
+    name: str
+    run: Callable  # (sweep, plan, out, the command's options, retry_failed)
+    needs_data_here: bool  # the runs read the data on this machine
+    where: str  # where the runs read their data, for warnings
+
+
+# One entry per executor; the --executor choices come from here.
+EXECUTORS: Registry = Registry("executor")
+EXECUTORS.register(Executor("local", _run_local, needs_data_here=True, where="where it runs"))
+EXECUTORS.register(Executor("slurm", _run_slurm, needs_data_here=False, where="on the nodes that run it"))
+
+
+@sweep.command("run")
+@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--executor", type=click.Choice(EXECUTORS.names()), default="local", show_default=True)
+@click.option("--out", default="neurocl-out", show_default=True, help="Store directory (runs go to OUT/runs/<id>).")
+@click.option("--dry-run", is_flag=True, help="List the runs and what is left to do; run nothing.")
+@click.option("--retry-failed", is_flag=True, help="Run again the runs marked FAILED.")
+@click.option("--workers", type=click.IntRange(min=1), help="[local] Worker processes (default: local.workers or the CPU count).")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per run (default: local.threads = 1, or slurm cpus per task).")
+@click.option("--max-attempts", type=click.IntRange(min=1), help="[local] Tries for a run whose worker dies (default 3).")
+@click.option("--progress", type=click.Choice(["auto", "bar", "log", "none"]), default="auto", show_default=True)
+@click.option("--partition", help="[slurm] Partition.")
+@click.option("--time", "time_", help="[slurm] Time limit per array task: minutes or HH:MM:SS.")
+@click.option("--cpus-per-task", type=click.IntRange(min=1), help="[slurm] CPUs per array task.")
+@click.option("--mem", help="[slurm] Memory per array task, e.g. 4G.")
+@click.option("--runs-per-job", type=click.IntRange(min=1), help="[slurm] Runs packed into one array task.")
+@click.option("--max-array-size", type=click.IntRange(min=1), help="[slurm] Split arrays at this size (default: the cluster's MaxArraySize).")
+@click.option("--array-parallelism", type=click.IntRange(min=1), help="[slurm] At most this many array tasks at once.")
+@click.option("--slurm-param", multiple=True, help="[slurm] Extra sbatch parameter KEY=VALUE (repeatable), e.g. account=lab.")
+def run_cmd(sweep_file, executor, out, dry_run, retry_failed, **opts) -> None:
+    """Run every combination of SWEEP_FILE that is not finished yet."""
+    from .executors import plan, start_retries, write_manifest
+    from .migrate import open_store_and_say
+    from .sweep import load_sweep
+
+    sw = load_sweep(sweep_file)
+    # A store of an older neurocl: its finished runs under today's ids, so none is run again.
+    open_store_and_say(out)
+    p = plan(sw.runs, out, retry_failed)
+    dups = sw.n_combinations - len(sw.runs)
+    click.echo(
+        f"sweep {sw.name}: {sw.n_combinations} combinations, {len(sw.runs)} runs"
+        + (f" ({dups} duplicate configurations)" if dups else "")
+        + f"; done {len(p.done)}, failed {len(p.failed)}, to run {len(p.todo)}"
+        + (f" (retrying {len(p.retried)} failed)" if p.retried else "")
+    )
+    for run in p.failed:
+        from .store import Store
+
+        click.echo(f"  FAILED  {run.id}  {run.label}: {Store(out).run(run.id).failure_reason()} (--retry-failed to run it again)")
+    ex = EXECUTORS[executor]
+    missing = _missing_datasets(p.todo)
+    if missing and ex.needs_data_here and not dry_run:
+        # Every run would stop at its start; say so once, before any worker starts.
+        click.echo(
+            f"{sweep_file}: cannot run this sweep here: " + "\n".join(missing) + "\nNothing was started; "
+            "run the same command again once the data is here.", err=True,
+        )
+        sys.exit(2)
+    for message in missing:
+        click.echo(f"warning: {message}\n(the runs need it {ex.where})", err=True)
+    if dry_run:
+        done, failed = {r.id for r in p.done}, {r.id for r in p.failed}
+        for run in sw.runs:
+            state = "done" if run.id in done else "failed" if run.id in failed else "todo"
+            click.echo(f"  {state:<6s} {run.id}  {run.label}")
+        return
+    write_manifest(out, sw)
+    start_retries(p, out)
+    ex.run(sw, p, out, opts, retry_failed)
+    if p.failed:
+        sys.exit(1)
 
 
 @sweep.command("status")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..registry import Registry
+
 # The MNIST sums are from tensorflow-datasets, tensorflow_datasets/url_checksums/mnist.txt
 # (also listed by many other projects). The two t10k sums agree with
 # shared/data/mnist-t10k/SHA256SUMS, which was made from real copies of the files.
@@ -120,47 +122,43 @@ FASHION_FILES = {
 # The four standard names of any MNIST-like IDX set (KMNIST, EMNIST splits, ...).
 STANDARD_IDX = {role: FileSpec(f.filename, None, None) for role, f in MNIST_FILES.items()}
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec(
-            "digits",
-            "scikit-learn's bundled 8x8 digits (1797 images), stratified 80/20 split, seed 0",
-            image_shape=(8, 8),
-        ),
-        DatasetSpec(
-            "mnist-t10k",
-            "the 10,000 MNIST test images, stratified 8000/2000 split, seed 0",
-            (MNIST_FILES["test-images"], MNIST_FILES["test-labels"]),
-            MNIST_MIRRORS,
-            ("mnist-t10k", "mnist", "MNIST/raw"),
-        ),
-        DatasetSpec(
-            "mnist",
-            "MNIST, 60,000 train + 10,000 test images of 28x28 digits",
-            tuple(MNIST_FILES.values()),
-            MNIST_MIRRORS,
-            ("mnist", "MNIST/raw"),
-        ),
-        DatasetSpec(
-            "fashion-mnist",
-            "Fashion-MNIST, 60,000 train + 10,000 test images of 28x28 clothing",
-            tuple(FASHION_FILES.values()),
-            FASHION_MIRRORS,
-            ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw"),
-            debian_package="dataset-fashion-mnist",
-        ),
-    )
-}
+# Every named dataset; a new one is one DatasetSpec here (files, sums, classes, image size).
+DATASETS: Registry = Registry("dataset")
+for _spec in (
+    DatasetSpec(
+        "digits",
+        "scikit-learn's bundled 8x8 digits (1797 images), stratified 80/20 split, seed 0",
+        image_shape=(8, 8),
+    ),
+    DatasetSpec(
+        "mnist-t10k",
+        "the 10,000 MNIST test images, stratified 8000/2000 split, seed 0",
+        (MNIST_FILES["test-images"], MNIST_FILES["test-labels"]),
+        MNIST_MIRRORS,
+        ("mnist-t10k", "mnist", "MNIST/raw"),
+    ),
+    DatasetSpec(
+        "mnist",
+        "MNIST, 60,000 train + 10,000 test images of 28x28 digits",
+        tuple(MNIST_FILES.values()),
+        MNIST_MIRRORS,
+        ("mnist", "MNIST/raw"),
+    ),
+    DatasetSpec(
+        "fashion-mnist",
+        "Fashion-MNIST, 60,000 train + 10,000 test images of 28x28 clothing",
+        tuple(FASHION_FILES.values()),
+        FASHION_MIRRORS,
+        ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw"),
+        debian_package="dataset-fashion-mnist",
+    ),
+):
+    DATASETS.register(_spec)
 
 
 def get_spec(name: str) -> DatasetSpec:
     from .errors import DataError
 
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DataError(
-            f"unknown dataset {name!r}; known: {', '.join(DATASETS)} "
-            "(or give a directory holding the four standard IDX files)"
-        ) from None
+    if name not in DATASETS:
+        raise DataError(f"{DATASETS.unknown(name)}; or give a directory holding the four standard IDX files")
+    return DATASETS[name]

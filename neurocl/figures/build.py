@@ -20,7 +20,7 @@ from .. import __version__
 from ..store import atomic_write_json
 from . import determinism
 from .inputs import read_source, select_runs
-from .registry import Skip, figures
+from .registry import FIGURES, Skip, figures
 from .style import figure_style
 
 MANIFEST = "manifest.json"
@@ -33,7 +33,7 @@ def select(only: list[str] | None) -> list[str]:
         return known
     unknown = [n for n in only if n not in known]
     if unknown:
-        raise ValueError(f"unknown figure(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        raise ValueError("; ".join(FIGURES.unknown(n) for n in unknown))
     return [n for n in known if n in set(only)]
 
 

@@ -8,12 +8,13 @@ writes, and raises :class:`Skip` with a one-line reason when the data it needs i
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
 from matplotlib.figure import Figure
+
+from ..registry import Registry
 
 # The figure families, imported in this order: the order of the registry and the manifest.
 FAMILIES = ("accuracy", "sweep", "weights", "masks", "network")
@@ -46,23 +47,20 @@ class FigureSpec:
     per_run: bool = False
 
 
-_REGISTRY: dict[str, FigureSpec] = {}
+# Every figure, by name; the family modules register theirs (imported in FAMILIES order).
+FIGURES: Registry = Registry("figure", modules=tuple(f"neurocl.figures.{family}" for family in FAMILIES))
 
 
 def register(name: str, *, title: str, needs: str, per_run: bool = False):
     """Decorator adding a figure function under ``name``."""
 
     def deco(func: Callable) -> Callable:
-        if name in _REGISTRY and _REGISTRY[name].func is not func:
-            raise ValueError(f"figure '{name}' is registered twice")
-        _REGISTRY[name] = FigureSpec(name=name, func=func, title=title, needs=needs, per_run=per_run)
+        FIGURES.register(FigureSpec(name=name, func=func, title=title, needs=needs, per_run=per_run), name=name)
         return func
 
     return deco
 
 
 def figures() -> dict[str, FigureSpec]:
-    """Every registered figure, in registry order (families imported on first use)."""
-    for family in FAMILIES:
-        importlib.import_module(f"{__package__}.{family}")
-    return dict(_REGISTRY)
+    """Every registered figure, in registry order."""
+    return dict(FIGURES)

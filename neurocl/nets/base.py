@@ -7,6 +7,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..registry import Registry
+
+# kind -> (config class, model class); each model module registers its kind.
+MODEL_KINDS: Registry = Registry("model kind", modules=(
+    "neurocl.sim.ei_rnn", "neurocl.nets.lstm", "neurocl.nets.mlp", "neurocl.nets.masked"))
+
 
 class Model(nn.Module):
     """Base class: ``model(u)`` maps (batch, time, n_in) to (batch, time, n_out).

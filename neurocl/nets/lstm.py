@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from ..config import Strict
-from .base import Model
+from .base import MODEL_KINDS, Model
 
 
 class LSTMConfig(Strict):
@@ -52,3 +52,6 @@ class LSTM(Model):
             "lstm_hh": self.lstm.weight_hh_l0,
             "readout": self.readout.weight,
         }
+
+
+MODEL_KINDS.register((LSTMConfig, LSTM), name="lstm")

@@ -32,7 +32,7 @@ from pydantic import Field
 from torch import nn
 
 from ..config import Strict
-from .base import Model
+from .base import MODEL_KINDS, Model
 
 
 class MaskedMLPConfig(Strict):
@@ -236,3 +236,5 @@ class MaskedMLP(Model):
                 problems.append(f"{name}: weights are not a signed constant")
         return problems
 
+
+MODEL_KINDS.register((MaskedMLPConfig, MaskedMLP), name="masked-mlp")

@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from ..config import Strict
-from .base import Model
+from .base import MODEL_KINDS, Model
 
 
 class MLPConfig(Strict):
@@ -63,3 +63,6 @@ class MLP(Model):
     def effective_weights(self) -> dict[str, torch.Tensor]:
         lin = [m for m in self.layers if isinstance(m, nn.Linear)]
         return {f"layer{i}": m.weight for i, m in enumerate(lin)}
+
+
+MODEL_KINDS.register((MLPConfig, MLP), name="mlp")

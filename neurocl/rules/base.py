@@ -25,7 +25,12 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from ..registry import Registry
 from ..training import Batch  # noqa: F401 (part of the rule interface: rules receive batches)
+
+# Every rule, by name; each rule module registers its classes with @RULES.register.
+RULES: Registry = Registry("rule", modules=tuple(f"neurocl.rules.{m}" for m in (
+    "baseline", "consolidation", "magnitude", "replay", "generative_replay", "supermask")))
 
 
 class RuleConfig(BaseModel):

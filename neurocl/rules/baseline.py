@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .base import Rule, RuleConfig
+from .base import RULES, Rule, RuleConfig
 
 
 class NaiveConfig(RuleConfig):
     name: Literal["naive"] = "naive"
 
 
+@RULES.register
 class Naive(Rule):
     """Plain sequential training on each task in turn."""
 
@@ -22,6 +23,7 @@ class JointConfig(RuleConfig):
     name: Literal["joint"] = "joint"
 
 
+@RULES.register
 class Joint(Rule):
     """Train on the union of every task seen so far (no forgetting by construction)."""
 

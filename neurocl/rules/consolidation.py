@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field, model_validator
 # The module, not its names: neurocl.training imports neurocl.rules.base, so it may still be
 # initialising when the rule families are imported.
 from .. import training
-from .base import Batch, Context, Rule, RuleConfig, parameter_masks, trainable_parameters
+from .base import RULES, Batch, Context, Rule, RuleConfig, parameter_masks, trainable_parameters
 
 TensorDict = dict[str, torch.Tensor]
 
@@ -226,6 +226,7 @@ class _ConsolidationRule(Rule):
         return trainable_parameters(ctx.model)
 
 
+@RULES.register
 class L2(_ConsolidationRule):
     """Anchor every parameter to its value at the end of the previous task.
 
@@ -296,6 +297,7 @@ class _ImportanceAnchors(_ConsolidationRule):
         self.terms = [{k: _to_device(v, self._device) for k, v in t.items()} for t in state.get("terms", [])]
 
 
+@RULES.register
 class EWC(_ImportanceAnchors):
     """Elastic weight consolidation (Kirkpatrick et al. 2017) with a diagonal Fisher.
 
@@ -322,6 +324,7 @@ class EWC(_ImportanceAnchors):
             self.merge_into_single_term(fisher, anchor, decay=1.0)
 
 
+@RULES.register
 class OnlineEWC(EWC):
     """Online EWC (Schwarz et al. 2018): ``F <- gamma F + F_new``, anchored at the latest parameters."""
 
@@ -332,6 +335,7 @@ class OnlineEWC(EWC):
         self.merge_into_single_term(self.fisher(task_index, ctx), snapshot(ctx.model), decay=self.config.gamma)
 
 
+@RULES.register
 class MAS(_ImportanceAnchors):
     """Memory-aware synapses (Aljundi et al. 2018): ``lambda * sum Omega (theta - theta*)^2``.
 
@@ -351,6 +355,7 @@ class MAS(_ImportanceAnchors):
         self.merge_into_single_term(omega, snapshot(ctx.model), decay=1.0)
 
 
+@RULES.register
 class SI(_ImportanceAnchors):
     """Synaptic intelligence (Zenke, Poole & Ganguli 2017).
 
@@ -429,13 +434,3 @@ class SI(_ImportanceAnchors):
         for key in ("omega", "task_start"):
             value = state.get(key)
             setattr(self, key, None if value is None else _to_device(value, self._device))
-
-
-def _register_all() -> None:
-    from . import register
-
-    for cls in (L2, EWC, OnlineEWC, SI, MAS):
-        register(cls)
-
-
-_register_all()

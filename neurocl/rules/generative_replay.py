@@ -49,7 +49,7 @@ from ..data.tasks import TaskSplit
 from ..nets.generators import build_generator
 from ..progress import EpochProgress
 from ..training import masked_logits, outputs_for_targets
-from .base import Batch, Context, Rule, RuleConfig
+from .base import RULES, Batch, Context, Rule, RuleConfig
 from .replay import append_replayed
 
 log = logging.getLogger("neurocl.rules.generative_replay")
@@ -100,6 +100,7 @@ class GenerativeReplayConfig(RuleConfig):
         return self
 
 
+@RULES.register
 class GenerativeReplay(Rule):
     """Deep generative replay: a generator and the previous solver replay past tasks."""
 
@@ -315,12 +316,3 @@ def _aware_masks(ctx: Context) -> torch.Tensor:
     for j, t in enumerate(ctx.tasks):
         aware[j, list(t.classes)] = True
     return aware
-
-
-def _register() -> None:
-    from . import register
-
-    register(GenerativeReplay)
-
-
-_register()

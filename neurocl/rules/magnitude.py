@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from .base import Context, Rule, RuleConfig, parameter_masks, trainable_parameters
+from .base import RULES, Context, Rule, RuleConfig, parameter_masks, trainable_parameters
 
 
 class MagnitudeConfig(RuleConfig):
@@ -38,6 +38,7 @@ def plasticity_scale(magnitude: torch.Tensor, config: MagnitudeConfig) -> torch.
     return config.eta_0 * (1.0 - config.kappa * torch.tanh(config.beta * magnitude.abs()))
 
 
+@RULES.register
 class Magnitude(Rule):
     name = "magnitude"
     config_class = MagnitudeConfig
@@ -93,12 +94,3 @@ class Magnitude(Rule):
             else:
                 p.copy_(before + scale * (p - before))
         self._before, self._scale, self._grad = {}, {}, {}
-
-
-def _register_all() -> None:
-    from . import register
-
-    register(Magnitude)
-
-
-_register_all()

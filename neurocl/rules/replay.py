@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field
 
-from .base import Batch, Context, Rule, RuleConfig
+from .base import RULES, Batch, Context, Rule, RuleConfig
 
 # Pool key: (task, target); target -1 for single-pool memories and per-step targets.
 PoolKey = tuple[int, int]
@@ -247,6 +247,7 @@ class ReplayConfig(RuleConfig):
     replay_batch_size: int | None = Field(None, ge=1, description="replayed examples per batch (default: the batch size)")
 
 
+@RULES.register
 class Replay(Rule):
     """Experience replay from a fixed-budget memory (reservoir or class-balanced)."""
 
@@ -284,12 +285,3 @@ class Replay(Rule):
     def load_state_dict(self, state: dict) -> None:
         if "memory" in state:
             self.memory.load_state_dict(state["memory"])
-
-
-def _register() -> None:
-    from . import register
-
-    register(Replay)
-
-
-_register()

@@ -57,7 +57,7 @@ from pydantic import Field
 
 from ..analysis.masks import macro_scores, mask_overlaps, norm_mean_similarity
 from ..training import masked_logits, outputs_for_targets
-from .base import Context, Rule, RuleConfig
+from .base import RULES, Context, Rule, RuleConfig
 
 
 class SupermaskConfig(RuleConfig):
@@ -138,6 +138,7 @@ def infer_tasks(model, x, tasks: list[int], allowed, method: str, per: str, stat
 
 
 # ---------------------------------------------------------------------------- the rule
+@RULES.register
 class Supermask(Rule):
     """SupSup: a binary mask per task over frozen random weights; task inference by alpha."""
 
@@ -296,12 +297,3 @@ class Supermask(Rule):
 
     def load_state_dict(self, state: dict) -> None:
         self.current = int(state.get("current", 0))
-
-
-def _register() -> None:
-    from . import register
-
-    register(Supermask)
-
-
-_register()

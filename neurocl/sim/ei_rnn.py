@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nets.base import Model
+from ..nets.base import MODEL_KINDS, Model
 from .activations import ACTIVATIONS, activation_derivative
 from .config import EIRNNConfig
 from .connectivity import initial_network
@@ -221,3 +221,6 @@ class EIRNN(Model):
             return loss.new_zeros(())
         ratio = num[valid] / den[valid]
         return ((ratio - 1) ** 2).mean()
+
+
+MODEL_KINDS.register((EIRNNConfig, EIRNN), name="ei-rnn")
