@@ -36,7 +36,7 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.messages))
 
 
-class _Located:
+class Located:
     """Parsed YAML plus a map from key paths to the position of each key (or item)."""
 
     def __init__(self, data: Any, positions: dict[tuple, Position], source: str):
@@ -72,7 +72,7 @@ def _walk(node: yaml.Node, path: tuple, positions: dict) -> Any:
     return loader.construct_object(node, deep=True)
 
 
-def load_yaml(path: str | Path) -> _Located:
+def load_yaml(path: str | Path) -> Located:
     """Read a YAML file, keeping the line and column of every key."""
     path = Path(path)
     text = path.read_text()
@@ -84,74 +84,93 @@ def load_yaml(path: str | Path) -> _Located:
         raise ConfigError([f"{where}: invalid YAML: {getattr(err, 'problem', err)}"]) from None
     positions: dict[tuple, Position] = {(): Position(1, 1)}
     data = _walk(node, (), positions) if node is not None else {}
-    return _Located(data, positions, str(path))
+    return Located(data, positions, str(path))
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple, data: Any) -> list[str]:
-    """Field names (and aliases) valid at ``loc`` inside ``model``, for did-you-mean hints."""
-    from typing import get_args, get_origin
+def _allowed_keys(model: type[BaseModel], loc: tuple, data: Any, tags: tuple = ()) -> list[str]:
+    """Field names (and aliases) valid at ``loc`` inside ``model``, for did-you-mean hints.
+
+    ``tags`` are the discriminator values pydantic put in the error's location (``'mlp'`` in
+    ``model.mlp.tua``): they say which member of a union the data was checked against."""
+    from typing import Annotated, get_args, get_origin
+
+    def member(models: list, value: Any) -> Any:
+        for m in models:
+            for disc in ("kind", "name"):
+                f = m.model_fields.get(disc)
+                if f is not None and (f.default in tags or (isinstance(value, dict) and f.default == value.get(disc))):
+                    return m
+        return models[0]
+
+    def resolve(t: Any, value: Any) -> Any:
+        # Annotated, Optional and unions down to the model the value is checked against (a
+        # list stays a list: the next part of the location indexes it).
+        for _ in range(8):
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                return t
+            if get_origin(t) is Annotated:
+                t = get_args(t)[0]
+                continue
+            if get_origin(t) in (list, tuple):
+                return t
+            models = [a for a in get_args(t) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not models:
+                return t
+            t = member(models, value)
+        return t
 
     current: Any = model
     value = data
     for part in loc[:-1]:
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
-            value = value[part]
+        current = resolve(current, value)
+        if isinstance(part, int):
+            args = get_args(current)
+            current = args[0] if get_origin(current) in (list, tuple) and args else None
+            value = value[part] if isinstance(value, list) and part < len(value) else None
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+            value = value.get(part) if isinstance(value, dict) else None
         else:
-            value = None
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(part)
-            if field is None:
-                return []
-            current = field.annotation
-        # Unwrap Optional / list / Union until a BaseModel that matches the data.
-        for _ in range(4):
-            if isinstance(current, type) and issubclass(current, BaseModel):
-                break
-            args = [a for a in get_args(current) if a is not type(None)]
-            if get_origin(current) in (list, tuple) and args:
-                current = args[0]
-                continue
-            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            if not models:
-                break
-            current = models[0]
-            if isinstance(value, dict) and len(models) > 1:
-                for m in models:
-                    kind = m.model_fields.get("kind")
-                    if kind is not None and kind.default == value.get("kind"):
-                        current = m
+            return []
+    current = resolve(current, value)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        names = []
-        for name, f in current.model_fields.items():
-            names.append(f.alias or name)
-        return names
+        return [f.alias or name for name, f in current.model_fields.items()]
     return []
 
 
 def format_validation_error(
-    err: ValidationError, model: type[BaseModel], located: _Located | None, data: Any, prefix: str = ""
+    err: ValidationError, model: type[BaseModel], located: Located | None, data: Any, prefix: str = ""
 ) -> list[str]:
     """Turn a pydantic error into ``file:line:col: dotted.key: message`` lines."""
     messages = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        # Drop discriminator tags pydantic inserts into union locations.
-        clean = []
-        for p in loc:
-            if isinstance(p, str) and located is not None and clean and tuple(clean + [p]) not in located.positions:
-                sub = located.data
+        # Drop discriminator tags pydantic inserts into union locations: a part of the path that
+        # the data does not have (the last part may be a missing or unknown key, so it stays).
+        clean, tags = [], []
+        for i, p in enumerate(loc):
+            if isinstance(p, str) and clean and (located is None or tuple(clean + [p]) not in located.positions):
+                sub = data
                 for q in clean:
                     sub = sub.get(q) if isinstance(sub, dict) else (sub[q] if isinstance(sub, list) and isinstance(q, int) and q < len(sub) else None)
-                if isinstance(sub, dict) and p not in sub and e["type"] != "missing" and e["type"] != "extra_forbidden":
+                last = i == len(loc) - 1
+                if isinstance(sub, dict) and p not in sub and (not last or e["type"] not in ("missing", "extra_forbidden")):
+                    tags.append(p)
                     continue
             clean.append(p)
         loc = tuple(clean)
         key = ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"]
+        if e["type"] == "union_tag_invalid":
+            # An unknown model kind or rule name: say which, with a did-you-mean.
+            field = str(e["ctx"]["discriminator"]).strip("'")
+            expected = [t.strip().strip("'") for t in str(e["ctx"]["expected_tags"]).split(",")]
+            close = difflib.get_close_matches(str(e["ctx"]["tag"]), expected, n=1)
+            loc, key = loc + (field,), f"{key}.{field}"
+            msg = f"unknown {field} '{e['ctx']['tag']}'" + (
+                f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(expected)})")
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, loc, data)
+            allowed = _allowed_keys(model, loc, data, tuple(tags))
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
             msg = "unknown key"
             if close:
@@ -167,7 +186,7 @@ def format_validation_error(
     return messages
 
 
-def validate(model: type[BaseModel], data: Any, located: _Located | None = None, source: str = "") -> BaseModel:
+def validate(model: type[BaseModel], data: Any, located: Located | None = None, source: str = "") -> BaseModel:
     """Validate ``data`` against ``model``; raise ConfigError listing every problem."""
     try:
         return model.model_validate(data)

@@ -80,6 +80,26 @@ def resolve_model_config(spec: Any, overrides: dict | None = None, source: str =
     return validate(cls, data, located, source)
 
 
+def expand_model_spec(spec: Any, source: str = "model") -> dict:
+    """What a protocol's ``model`` stands for, as a mapping with its ``kind``: a preset name or
+    YAML path (validated here, so that its errors name the preset's file and line), a mapping
+    that may name a ``preset`` and override some of its keys, or a config object. The protocol
+    then validates the mapping against its kind (its errors name the protocol's lines)."""
+    if isinstance(spec, BaseModel):
+        return spec.model_dump()
+    if isinstance(spec, (str, Path)):
+        return resolve_model_config(spec, source=source).model_dump()
+    if not isinstance(spec, dict):
+        raise ConfigError([f"expected a preset name, a YAML path or a mapping, got {type(spec).__name__}"])
+    data = copy.deepcopy(spec)
+    if "preset" in data:
+        base = resolve_model_config(data.pop("preset"), source=source).model_dump()
+        base.update(data)
+        data = base
+    data.setdefault("kind", "ei-rnn")
+    return data
+
+
 def build_model(spec: Any = "ei-rnn-64", seed: int = 0, **overrides) -> Model:
     """Build a model from a preset name (``models/NAME.yaml``), a YAML path, a dict or a config."""
     cfg = resolve_model_config(spec, overrides or None)

@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, WithJsonSchema, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from .config import ConfigError, Strict, _Located, load_yaml, parse_override, set_dotted, validate
+from .config import ConfigError, Strict, Located, load_yaml, parse_override, set_dotted, validate
 
 
 class DatasetConfig(Strict):
@@ -116,7 +117,7 @@ class ProtocolBase(Strict):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     seed: int = 0
-    model: Any = "ei-rnn-64"
+    # model: the validated config of one model kind (a union over MODEL_KINDS, see protocol_model)
     recording: RecordingConfig = RecordingConfig()
     execution: ExecutionConfig = ExecutionConfig()
 
@@ -125,24 +126,49 @@ class ProtocolBase(Strict):
     def _dataset_shorthand(cls, v):
         return {"name": v} if isinstance(v, str) else v
 
+    @field_validator("model", mode="before", check_fields=False)
+    @classmethod
+    def _expand_model(cls, v):
+        from .models import expand_model_spec
+
+        try:
+            return expand_model_spec(v)
+        except ConfigError as err:
+            raise PydanticCustomError("model_spec", "{problem}", {"problem": "; ".join(err.messages)}) from None
+
+
+# What editors see for `model` (the validator expands presets before the kinds are checked).
+_MODEL_SCHEMA = {
+    "anyOf": [{"type": "string"}, {"type": "object"}],
+    "description": "a preset name (models/NAME.yaml), a YAML path, or a mapping: {preset: NAME, key: value, ...} "
+                   "or a whole model with its kind (ei-rnn, lstm, mlp, masked-mlp)",
+}
+
 
 @functools.lru_cache(maxsize=None)
-def _protocol_model(rule_names: tuple[str, ...]) -> type[BaseModel]:
+def _protocol_model(rule_names: tuple[str, ...], model_kinds: tuple[str, ...]) -> type[BaseModel]:
+    from .models import MODEL_KINDS
     from .rules import RULES
 
     configs = tuple(RULES[n].config_class for n in rule_names)
     rule_type = Annotated[Union[configs], Field(discriminator="name")] if len(configs) > 1 else configs[0]
+    kinds = tuple(MODEL_KINDS[k][0] for k in model_kinds)
+    model_type = Annotated[Union[kinds], Field(discriminator="kind"), WithJsonSchema(_MODEL_SCHEMA)]
     return create_model(
         "Protocol",
         __base__=ProtocolBase,
+        model=(model_type, Field("ei-rnn-64", validate_default=True)),
         rules=(list[rule_type], Field(default_factory=lambda: [{"name": "naive"}], validate_default=True)),
     )
 
 
 def protocol_model() -> type[BaseModel]:
+    """The protocol schema: the fields above, ``model`` a union over the model kinds and
+    ``rules`` a list of the registered rules' configs."""
+    from .models import MODEL_KINDS
     from .rules import RULES
 
-    return _protocol_model(tuple(sorted(RULES)))
+    return _protocol_model(tuple(sorted(RULES)), tuple(sorted(MODEL_KINDS)))
 
 
 def json_schema() -> dict:
@@ -166,9 +192,14 @@ def _apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _normalise_rule_list(data: dict) -> None:
+def normalise(data: dict) -> None:
+    """Shorthands spelled out, so that a dotted override can reach inside them: rules given as
+    bare names become ``{name: ...}``, and a model given as a preset name ``{preset: ...}``
+    (``model.tau=10`` then overrides the preset's tau instead of replacing the preset)."""
     if isinstance(data.get("rules"), list):
         data["rules"] = [{"name": r} if isinstance(r, str) else r for r in data["rules"]]
+    if isinstance(data.get("model"), str):
+        data["model"] = {"preset": data["model"]}
 
 
 def _override_errors(err: ConfigError, data_keys: set, overrides: list[str]) -> ConfigError:
@@ -184,7 +215,7 @@ def _override_errors(err: ConfigError, data_keys: set, overrides: list[str]) -> 
 def load_protocol(path: str | Path | dict, overrides: list[str] | None = None, check: bool = True):
     """Read, override, validate and check a protocol. Returns the validated model."""
     overrides = list(overrides or [])
-    located: _Located | None = None
+    located: Located | None = None
     if isinstance(path, dict):
         data = copy.deepcopy(path)
         source = "<protocol>"
@@ -194,20 +225,28 @@ def load_protocol(path: str | Path | dict, overrides: list[str] | None = None, c
         source = str(path)
         if not isinstance(located.data, dict):
             raise ConfigError([f"{path}:1:1: a protocol must be a mapping of keys"])
+    data = copy.deepcopy(data)
+    normalise(data)
     data = _apply_overrides(data, overrides)
-    _normalise_rule_list(data)
     try:
-        proto = validate(protocol_model(), data, located, source)
+        return protocol_from_data(data, located, source, check)
     except ConfigError as err:
         raise _override_errors(err, set(data), overrides) from None
+
+
+def protocol_from_data(data: dict, located: Located | None, source: str, check: bool = True):
+    """Validate a protocol mapping and check its meaning: the one path by which `run`,
+    `validate` and every combination of a sweep become a protocol."""
+    normalise(data)
+    proto = validate(protocol_model(), data, located, source)
     if check:
         problems = check_protocol(proto, located)
         if problems:
-            raise _override_errors(ConfigError(problems), set(data), overrides)
+            raise ConfigError(problems)
     return proto
 
 
-def _where(located: _Located | None, loc: tuple) -> str:
+def _where(located: Located | None, loc: tuple) -> str:
     if located is None:
         return "<protocol>"
     pos = located.position(loc)
@@ -215,9 +254,8 @@ def _where(located: _Located | None, loc: tuple) -> str:
 
 
 def resolved_model_config(proto) -> BaseModel:
-    from .models import resolve_model_config
-
-    return resolve_model_config(proto.model, source="model")
+    """The protocol's model config (validated with the protocol; kept for older callers)."""
+    return proto.model
 
 
 def task_output_classes(proto, raw_classes: list[int] | None = None) -> list[list[int]]:
@@ -232,7 +270,7 @@ def task_output_classes(proto, raw_classes: list[int] | None = None) -> list[lis
     return out
 
 
-def check_protocol(proto, located: _Located | None = None) -> list[str]:
+def check_protocol(proto, located: Located | None = None) -> list[str]:
     """Semantic checks against the model and the dataset; every problem at once.
 
     A dataset that neurocl knows is checked from its registry entry, so the files need not be
@@ -243,10 +281,7 @@ def check_protocol(proto, located: _Located | None = None) -> list[str]:
     from .data.encodings import encoded_shape
 
     problems: list[str] = []
-    try:
-        model_cfg = resolved_model_config(proto)
-    except ConfigError as err:
-        return [f"{_where(located, ('model',))}: model: {m}" for m in err.messages]
+    model_cfg = proto.model
 
     is_cognitive = proto.dataset.name.startswith("cognitive")
     shape = None
@@ -342,9 +377,7 @@ def dataset_warnings(proto) -> list[str]:
 
 def resolved_config(proto) -> dict:
     """The fully resolved configuration, every default filled in (what ``config.json`` holds)."""
-    data = proto.model_dump(mode="json")
-    data["model"] = resolved_model_config(proto).model_dump(mode="json")
-    return json.loads(json.dumps(data))
+    return json.loads(json.dumps(proto.model_dump(mode="json")))
 
 
 # ---------------------------------------------------------------------------- run ids

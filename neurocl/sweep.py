@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from .config import ConfigError, Strict, _Located, load_yaml, set_dotted, validate
+from .config import ConfigError, Strict, Located, load_yaml, set_dotted, validate
 
 
 # ---------------------------------------------------------------------------- schema
@@ -233,12 +233,12 @@ def combinations(spec: SweepFile) -> list[list[tuple[str, Any, tuple]]]:
 _MESSAGE = re.compile(r"^(?P<where>.*?:\d+:\d+|<[^>]*>): (?P<key>[^ ]+): (?P<msg>.*)$", re.S)
 
 
-def _where(located: _Located, loc: tuple) -> str:
+def _where(located: Located, loc: tuple) -> str:
     pos = located.position(loc)
     return f"{located.source}:{pos.line}:{pos.column}" if pos else located.source
 
 
-def _blame(messages: list[str], combo: list[tuple[str, Any, tuple]], located: _Located) -> list[str]:
+def _blame(messages: list[str], combo: list[tuple[str, Any, tuple]], located: Located) -> list[str]:
     """Point an error caused by a sweep key at that key in the sweep file, naming it."""
     out = []
     for m in messages:
@@ -259,7 +259,7 @@ def _blame(messages: list[str], combo: list[tuple[str, Any, tuple]], located: _L
     return out
 
 
-def _with_keys(base: _Located, data: dict, combo: list[tuple[str, Any, tuple]]) -> _Located:
+def _with_keys(base: Located, data: dict, combo: list[tuple[str, Any, tuple]]) -> Located:
     """The base protocol's positions plus the keys the sweep added.
 
     Error formatting drops path parts it cannot place in the file; a key that only the sweep
@@ -272,10 +272,10 @@ def _with_keys(base: _Located, data: dict, combo: list[tuple[str, Any, tuple]]) 
         for part in k.split("."):
             path += (int(part) if part.isdigit() else part,)
             positions.setdefault(path, positions.get(path[:-1], base.positions[()]))
-    return _Located(data, positions, base.source)
+    return Located(data, positions, base.source)
 
 
-def _apply(data: dict, combo: list[tuple[str, Any, tuple]], located: _Located) -> list[str]:
+def _apply(data: dict, combo: list[tuple[str, Any, tuple]], located: Located) -> list[str]:
     errors = []
     for k, v, loc in combo:
         try:
@@ -302,7 +302,7 @@ def _load(path: Path, seen: tuple[Path, ...]) -> Sweep:
     return expand(spec, located, path)
 
 
-def _suite(spec: SweepFile, located: _Located, path: Path, seen: tuple[Path, ...]) -> Sweep:
+def _suite(spec: SweepFile, located: Located, path: Path, seen: tuple[Path, ...]) -> Sweep:
     """The runs of every included sweep file, once each (labels name the sweep they came from)."""
     errors: list[str] = []
     parts: list[Sweep] = []
@@ -333,8 +333,8 @@ def _suite(spec: SweepFile, located: _Located, path: Path, seen: tuple[Path, ...
                  n_combinations=sum(p.n_combinations for p in parts), included=parts)
 
 
-def expand(spec: SweepFile, located: _Located, path: Path | None = None) -> Sweep:
-    from .protocol import _normalise_rule_list, check_protocol, config_run_id, protocol_model, resolved_config
+def expand(spec: SweepFile, located: Located, path: Path | None = None) -> Sweep:
+    from .protocol import config_run_id, normalise, protocol_from_data, resolved_config
 
     base_dir = path.parent if path is not None else Path.cwd()
     proto_path = (base_dir / spec.protocol) if not Path(spec.protocol).is_absolute() else Path(spec.protocol)
@@ -347,22 +347,17 @@ def expand(spec: SweepFile, located: _Located, path: Path | None = None) -> Swee
     errors: list[str] = []
     runs: dict[str, SweepRun] = {}
     combos = combinations(spec)
-    model = protocol_model()
     for combo in combos:
         data = copy.deepcopy(base.data)
-        # Rules may be written as bare names; make them mappings first so that a key such
-        # as ``rules.0.lambda`` can be set, and again after a sweep value replaced the list.
-        _normalise_rule_list(data)
+        # Shorthands spelled out first (rules by name, a model by preset name), so that a key
+        # such as ``rules.0.lambda`` or ``model.tau`` can be set; the same path as `run` after.
+        normalise(data)
         problems = _apply(data, combo, located)
-        _normalise_rule_list(data)
         if problems:
             errors += problems
             continue
         try:
-            proto = validate(model, data, _with_keys(base, data, combo), str(proto_path))
-            problems = check_protocol(proto, base)
-            if problems:
-                raise ConfigError(problems)
+            proto = protocol_from_data(data, _with_keys(base, data, combo), str(proto_path))
         except ConfigError as err:
             errors += _blame(err.messages, combo, located)
             continue
