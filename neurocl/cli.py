@@ -84,12 +84,11 @@ def main() -> None:
 @click.option("--out", default="neurocl-out", show_default=True, help="Store directory (runs go to OUT/runs/<id>).")
 @click.option("--retry-failed", is_flag=True, help="Run again a run that is marked FAILED.")
 def run_cmd(protocol: str, overrides: tuple[str, ...], out: str, retry_failed: bool) -> None:
-    """Train PROTOCOL (a YAML file), with dotted OVERRIDES such as training.lr=3e-4."""
-    from .protocol import load_protocol
-    from .run import RunFailed, run_protocol
-
+    """Train PROTOCOL (a YAML file), with dotted OVERRIDES such as training.optimizer.lr=3e-4."""
     from .data.errors import DatasetNotFound
     from .migrate import open_store_and_say
+    from .protocol import load_protocol
+    from .run import RunFailed, run_protocol
 
     proto = load_protocol(protocol, list(overrides))
     open_store_and_say(out)

@@ -217,7 +217,7 @@ def load_protocol(path: str | Path | dict, overrides: list[str] | None = None, c
     overrides = list(overrides or [])
     located: Located | None = None
     if isinstance(path, dict):
-        data = copy.deepcopy(path)
+        data = path
         source = "<protocol>"
     else:
         located = load_yaml(path)
@@ -225,7 +225,7 @@ def load_protocol(path: str | Path | dict, overrides: list[str] | None = None, c
         source = str(path)
         if not isinstance(located.data, dict):
             raise ConfigError([f"{path}:1:1: a protocol must be a mapping of keys"])
-    data = copy.deepcopy(data)
+    data = copy.deepcopy(data)  # the caller's mapping (or the file's, for error positions) stays as it was
     normalise(data)
     data = _apply_overrides(data, overrides)
     try:
@@ -251,11 +251,6 @@ def _where(located: Located | None, loc: tuple) -> str:
         return "<protocol>"
     pos = located.position(loc)
     return f"{located.source}:{pos.line}:{pos.column}" if pos else located.source
-
-
-def resolved_model_config(proto) -> BaseModel:
-    """The protocol's model config (validated with the protocol; kept for older callers)."""
-    return proto.model
 
 
 def task_output_classes(proto, raw_classes: list[int] | None = None) -> list[list[int]]:
