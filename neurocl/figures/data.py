@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import average_accuracy
+from ..recording import METRIC_COLUMNS
 from ..results import flatten
 
-METRIC_COLUMNS = ["task", "epoch", "global_epoch", "eval_task", "metric", "layer", "value"]
 NOT_CONDITION_PREFIXES = ("config.execution.", "config.recording.")
 NOT_CONDITION = {"config.seed", "config.description"}
 # Condition labels name only the settings that vary; a value longer than this is left out of
