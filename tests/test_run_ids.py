@@ -225,12 +225,17 @@ def test_a_resumed_sweep_keeps_the_finished_runs_of_an_older_store(tmp_path):
     assert json.loads((store / "store.json").read_text())["run_id_format"] == RUN_ID_FORMAT
 
 
-def test_store_migrate_command_duplicates_and_held_runs(tmp_path):
+def two_old_runs(tmp_path: Path):
+    """A store an older neurocl wrote: two finished runs under format-1 ids."""
     p = tiny(tmp_path)
     store = tmp_path / "store"
     a = run_protocol(p, store)
     b = run_protocol(p, store, ["seed=1"])
-    renames = age(store)
+    return store, a, b, age(store)
+
+
+def test_store_migrate_command_duplicates_and_held_runs(tmp_path):
+    store, a, b, renames = two_old_runs(tmp_path)
     # An even older copy of run a, from before `fused` existed: another old id, same run now.
     older = json.loads((store / "runs" / renames[a.id] / "config.json").read_text())
     del older["training"]["optimizer"]["fused"]
@@ -254,11 +259,7 @@ def test_store_migrate_command_duplicates_and_held_runs(tmp_path):
 
 
 def test_migration_is_idempotent_and_finishes_after_a_kill(tmp_path):
-    p = tiny(tmp_path)
-    store = tmp_path / "store"
-    a = run_protocol(p, store)
-    b = run_protocol(p, store, ["seed=1"])
-    renames = age(store)
+    store, a, b, renames = two_old_runs(tmp_path)
     # Killed half-way: a renamed and logged, b not yet, store.json never written.
     (store / "runs" / renames[a.id]).rename(store / "runs" / a.id)
     with open(store / LOG, "a") as fh:
