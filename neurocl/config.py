@@ -54,37 +54,117 @@ class Located:
         return self.positions.get(())
 
 
-def _walk(node: yaml.Node, path: tuple, positions: dict) -> Any:
-    loader = yaml.SafeLoader("")
-    if isinstance(node, yaml.MappingNode):
-        out = {}
+# Bounds on what a configuration file may be: protocols, presets and sweeps are a few kB; these
+# stop a hostile or broken file (an alias bomb, a file pasted into itself) from hanging a run.
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+class _Walk:
+    """YAML nodes to plain data, with the position of every key; safe and bounded."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.loader = yaml.SafeLoader("")
+        self.values = 0
+        self.positions: dict[tuple, Position] = {(): Position(1, 1)}
+
+    def fail(self, node: yaml.Node, problem: str) -> ConfigError:
+        mark = node.start_mark
+        return ConfigError([f"{self.source}:{mark.line + 1}:{mark.column + 1}: {problem}"])
+
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as err:  # an unknown tag (!!python/object, !include, ...)
+            raise self.fail(node, f"{getattr(err, 'problem', err)} (only plain YAML values are read)") from None
+
+    def walk(self, node: yaml.Node, path: tuple) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise self.fail(node, f"the file expands to more than {MAX_VALUES} values (aliases repeating "
+                                  "an anchor many times?); write it out or make it smaller")
+        if len(path) > MAX_DEPTH:
+            raise self.fail(node, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+            raise self.fail(node, f"unknown tag {node.tag} (only plain YAML values are read)")
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            out = []
+            for i, item in enumerate(node.value):
+                self.positions[path + (i,)] = Position(item.start_mark.line + 1, item.start_mark.column + 1)
+                out.append(self.walk(item, path + (i,)))
+            return out
+        return self.scalar(node)
+
+    def mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
+        out: dict = {}
+        seen: dict = {}
+        merged: list[dict] = []
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            positions[path + (key,)] = Position(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _walk(value_node, path + (key,), positions)
+            if key_node.tag == _MERGE_TAG:  # `<<: *defaults`: the anchor's keys, unless given here
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for src in sources:
+                    block = self.walk(src, path)
+                    if not isinstance(block, dict):
+                        raise self.fail(src, "a merge key (<<) takes a mapping or a list of mappings")
+                    merged.append(block)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, "a key must be a name or a number, not a list or a mapping")
+            key = self.scalar(key_node)
+            if key in seen:
+                raise self.fail(key_node, f"key '{key}' appears twice in this mapping (first on line {seen[key]}); "
+                                          "keep one")
+            seen[key] = key_node.start_mark.line + 1
+            self.positions[path + (key,)] = Position(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = self.walk(value_node, path + (key,))
+        for block in merged:
+            for key, value in block.items():
+                out.setdefault(key, value)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        out = []
-        for i, item in enumerate(node.value):
-            positions[path + (i,)] = Position(item.start_mark.line + 1, item.start_mark.column + 1)
-            out.append(_walk(item, path + (i,), positions))
-        return out
-    return loader.construct_object(node, deep=True)
 
 
 def load_yaml(path: str | Path) -> Located:
-    """Read a YAML file, keeping the line and column of every key."""
+    """Read a YAML file, keeping the line and column of every key.
+
+    Safe (plain values only) and bounded (size, depth, alias expansion); YAML merge keys work;
+    a key given twice in one mapping is an error. Every problem is a ConfigError naming the file
+    (and the line, where there is one), never a traceback.
+    """
     path = Path(path)
-    text = path.read_text()
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ConfigError([f"{path}: {size} bytes; configuration files over {MAX_BYTES} bytes are not read"])
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read it ({err.strerror or err})"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError([f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[err.start]:02x}); "
+                           "save the file as UTF-8"]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError([f"{where}: invalid YAML: {getattr(err, 'problem', err)}"]) from None
-    positions: dict[tuple, Position] = {(): Position(1, 1)}
-    data = _walk(node, (), positions) if node is not None else {}
-    return Located(data, positions, str(path))
+    except RecursionError:
+        raise ConfigError([f"{path}: nested more than {MAX_DEPTH} levels deep"]) from None
+    walker = _Walk(str(path))
+    try:
+        data = walker.walk(node, ()) if node is not None else {}
+    except RecursionError:
+        raise ConfigError([f"{path}: nested more than {MAX_DEPTH} levels deep"]) from None
+    return Located(data, walker.positions, str(path))
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple, data: Any, tags: tuple = ()) -> list[str]:
