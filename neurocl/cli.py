@@ -87,13 +87,26 @@ def run_cmd(protocol: str, overrides: tuple[str, ...], out: str, retry_failed: b
     """Train PROTOCOL (a YAML file), with dotted OVERRIDES such as training.optimizer.lr=3e-4."""
     from .data.errors import DatasetNotFound
     from .migrate import open_store_and_say
-    from .protocol import load_protocol
-    from .run import RunFailed, run_protocol
+    from .protocol import load_protocol, protocol_run_id
+    from .run import RunBusy, RunFailed, run_protocol
+    from .store import Store
 
     proto = load_protocol(protocol, list(overrides))
     open_store_and_say(out)
+    rd = Store(out).run(protocol_run_id(proto))
+    found = rd.last_checkpoint()
+    if found is not None and not rd.is_done() and not rd.is_failed():
+        click.echo(f"run {rd.id}: resuming after task {found[0]} ({found[1]})", err=True)
     try:
         rd = run_protocol(proto, out, retry_failed=retry_failed)
+    except KeyboardInterrupt:
+        found = rd.last_checkpoint()
+        where = f"after task {found[0]}" if found is not None else "before the first task finished"
+        click.echo(f"interrupted {where}; rerun the same command to resume (run {rd.id})", err=True)
+        sys.exit(130)
+    except RunBusy as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
     except DatasetNotFound as err:
         # Before anything is written: nothing to resume, no FAILED run to clear.
         click.echo(f"{protocol}: cannot start the run: {err}", err=True)

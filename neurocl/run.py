@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,14 @@ from .protocol import config_run_id, load_protocol, resolved_config
 from .recording import Recorder, run_summary, start_attempt
 from .rules import build_rules
 from .rules.base import Batch, Context
-from .store import RunDir, Store, atomic_write_json
+from .store import RunDir, Store, atomic_write_json, run_lock
 from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets
 
 log = logging.getLogger("neurocl.run")
+
+
+class RunBusy(RuntimeError):
+    """Another process is running this run (it holds the run's lock)."""
 
 
 class RunFailed(RuntimeError):
@@ -246,11 +250,14 @@ class Runner:
         rd.running_marker.unlink(missing_ok=True)
 
 
-def run_protocol(protocol, out: str | Path = "neurocl-out", overrides: list[str] | None = None, retry_failed: bool = False) -> RunDir:
+def run_protocol(protocol, out: str | Path = "neurocl-out", overrides: list[str] | None = None, retry_failed: bool = False,
+                 locked: bool = False) -> RunDir:
     """Run a protocol (a path, a dict or a validated protocol) into the store at ``out``.
 
     A finished run is not run again; a killed one resumes from its last task boundary; a
-    diverging one writes FAILED with the reason and raises :class:`RunFailed`.
+    diverging one writes FAILED with the reason and raises :class:`RunFailed`. The run's lock
+    is held while it trains (``locked``: the caller holds it already, as a sweep worker does);
+    :class:`RunBusy` if another process holds it.
     """
     proto = protocol if hasattr(protocol, "model_dump") else load_protocol(protocol, overrides)
     migrated = open_store(out)  # a store of an older neurocl: its runs under today's ids first
@@ -270,6 +277,24 @@ def run_protocol(protocol, out: str | Path = "neurocl-out", overrides: list[str]
         # machine's problem, not the run's, so it must not leave a FAILED run behind.
         find_dataset(proto.dataset.name, root=proto.dataset.root)
     open_store(out, create=True)
+    with nullcontext(True) if locked else run_lock(rd, wait_s=0) as free:
+        if not free:
+            raise RunBusy(f"run {rd.id} is being run by another process ({_holder(rd)}); it resumes or finishes "
+                          "there: wait for it, or stop that process and run this command again")
+        if rd.is_done():  # finished by the process that held the lock before us
+            return rd
+        return _execute(runner, rd)
+
+
+def _holder(rd: RunDir) -> str:
+    try:
+        marker = json.loads(rd.running_marker.read_text())
+        return f"pid {marker['pid']} on {marker['host']}"
+    except (OSError, ValueError, KeyError):
+        return "its RUNNING marker names none"
+
+
+def _execute(runner: Runner, rd: RunDir) -> RunDir:
     rd.path.mkdir(parents=True, exist_ok=True)
     if not rd.config.exists():
         atomic_write_json(rd.config, runner.config)

@@ -295,3 +295,36 @@ def test_cli_fetch_rejects_unknown_names_before_fetching_any(mirror):
     res = CliRunner().invoke(data_cli, ["fetch", "mnist-t10k", "no-such-set", "--mirror", mirror.url("good")])
     assert res.exit_code == 1 and "unknown dataset 'no-such-set'" in res.output
     assert mirror.requests == []
+
+
+@pytest.mark.parametrize("sums, expected", [
+    ("garbage\n", "line 1 is not '<sha256>  <file name>'"),
+    ("", "is empty"),
+    ("0" * 64 + "  t10k-labels-idx1-ubyte.gz\n", "SHA256SUMS line 1 says " + "0" * 64),
+    ("0" * 64 + "  not-there.gz\n", "listed in"),
+])
+def test_verify_fails_on_a_wrong_or_unreadable_sums_file(t10k_dir, tmp_path, sums, expected):
+    for name in FILES:
+        shutil.copy(t10k_dir / name, tmp_path / name)
+    (tmp_path / "SHA256SUMS").write_text(sums)
+    res = CliRunner().invoke(data_cli, ["verify", "mnist-t10k", "--dir", str(tmp_path)])
+    assert res.exit_code == 1 and expected in res.output, res.output
+    # The real sums file beside the same files passes.
+    shutil.copy(t10k_dir / "SHA256SUMS", tmp_path / "SHA256SUMS")
+    res = CliRunner().invoke(data_cli, ["verify", "mnist-t10k", "--dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+
+
+def test_labels_outside_a_known_datasets_classes_are_an_error(isolated):
+    import numpy as np
+
+    from neurocl.data import write_idx
+
+    d = isolated / "data" / "mnist-t10k"
+    d.mkdir(parents=True)
+    labels = np.arange(20, dtype=np.uint8) % 10
+    labels[7] = 11
+    write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((20, 28, 28), dtype=np.uint8))
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(DataError, match=r"label 11 \(example 7, and 0 more\) is not one of mnist-t10k's classes 0-9"):
+        load_dataset("mnist-t10k", root=isolated / "data")

@@ -65,10 +65,19 @@ def _images(path: Path) -> np.ndarray:
     return arr.astype(np.float32) / np.float32(255.0)
 
 
-def _labels(path: Path, n_images: int, images_path: Path) -> np.ndarray:
+def _labels(path: Path, n_images: int, images_path: Path, name: str) -> np.ndarray:
     arr = read_idx(path, ndim=1)
     if len(arr) != n_images:
         raise DataError(f"{path}: {len(arr)} labels but {images_path.name} has {n_images} images")
+    spec = DATASETS.get(name)
+    if spec is not None:  # a set neurocl knows: its labels are its classes, nothing else
+        bad = np.flatnonzero(~np.isin(arr, spec.classes))
+        if len(bad):
+            raise DataError(
+                f"{path}: label {int(arr[bad[0]])} (example {int(bad[0])}, and {len(bad) - 1} more) is not one of "
+                f"{name}'s classes {min(spec.classes)}-{max(spec.classes)}: the file is damaged; "
+                f"check it with `neurocl data verify {name}` and fetch it again"
+            )
     return arr.astype(np.int64)
 
 
@@ -87,7 +96,7 @@ def _load_idx_set(name: str, key: tuple, t10k_split: bool) -> RawDataset:
     used = ", ".join(str(p) for p in files.values())
     if t10k_split:
         images = _images(files["test-images"])
-        labels = _labels(files["test-labels"], len(images), files["test-images"])
+        labels = _labels(files["test-labels"], len(images), files["test-images"], name)
         tr, te = stratified_split(labels, T10K_TEST, SPLIT_SEED)
         split = f"; stratified split {len(tr)}/{len(te)}, seed {SPLIT_SEED}"
         return RawDataset(
@@ -99,9 +108,9 @@ def _load_idx_set(name: str, key: tuple, t10k_split: bool) -> RawDataset:
             f"{name}: {used}{split}",
         )
     tr_x = _images(files["train-images"])
-    tr_y = _labels(files["train-labels"], len(tr_x), files["train-images"])
+    tr_y = _labels(files["train-labels"], len(tr_x), files["train-images"], name)
     te_x = _images(files["test-images"])
-    te_y = _labels(files["test-labels"], len(te_x), files["test-images"])
+    te_y = _labels(files["test-labels"], len(te_x), files["test-images"], name)
     if tr_x.shape[1:] != te_x.shape[1:]:
         raise DataError(
             f"{files['test-images']}: images are {te_x.shape[1:]}, "

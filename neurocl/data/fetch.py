@@ -198,12 +198,12 @@ class FileCheck:
 
     filename: str
     path: Path | None
-    status: str  # "ok", "mismatch", "missing" or "unverified"
+    status: str  # "ok", "mismatch", "missing", "invalid" (a sums file that cannot be read) or "unverified"
     detail: str = ""
 
     @property
     def failed(self) -> bool:
-        return self.status in ("mismatch", "missing")
+        return self.status in ("mismatch", "missing", "invalid")
 
 
 def _check(spec: FileSpec, path: Path) -> FileCheck:
@@ -241,7 +241,39 @@ def verify_dataset(name: str, root=None, directory: str | Path | None = None) ->
             for f in spec.files
         ]
     d, paths = chosen
-    return [
+    checks = [
         _check(f, p) if p is not None else FileCheck(f.filename, None, "missing", f"not in {d}")
         for f, p in zip(spec.files, paths, strict=True)
     ]
+    return checks + _check_sums_file(d / SUMS_FILE)
+
+
+_SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+
+
+def _check_sums_file(path: Path) -> list[FileCheck]:
+    """A ``SHA256SUMS`` beside the files (as fetch writes it) must be readable and right too:
+    a copy whose sums file disagrees with its files is not the copy it claims to be."""
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        return [FileCheck(SUMS_FILE, path, "invalid", f"cannot be read ({err})")]
+    checks = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        m = _SUMS_LINE.match(line.strip())
+        if m is None:
+            checks.append(FileCheck(SUMS_FILE, path, "invalid", f"line {n} is not '<sha256>  <file name>'"))
+            continue
+        digest, name = m.group(1).lower(), m.group(2)
+        target = path.parent / name
+        if not target.is_file():
+            checks.append(FileCheck(name, None, "missing", f"listed in {path} but not there"))
+        elif sha256_file(target) != digest:
+            checks.append(FileCheck(name, target, "mismatch", f"{SUMS_FILE} line {n} says {digest}"))
+    if not checks and not any(line.strip() for line in lines):
+        checks.append(FileCheck(SUMS_FILE, path, "invalid", "is empty"))
+    return checks

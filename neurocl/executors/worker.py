@@ -54,7 +54,7 @@ def execute_run(
                     f"the configuration resolves to run id {here} in this process, not {run_id}: "
                     "was neurocl changed since the sweep was expanded? expand and run it again"
                 )
-            run_protocol(proto, out, retry_failed=retry_failed)
+            run_protocol(proto, out, retry_failed=retry_failed, locked=True)
         except RunFailed as err:
             attempts.finish(rd, index, "failed", err.reason)
             return {"id": run_id, "status": "failed", "ran": True, "reason": err.reason, "seconds": time.monotonic() - t0}
