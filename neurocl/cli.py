@@ -88,7 +88,7 @@ def run_cmd(protocol: str, overrides: tuple[str, ...], out: str, retry_failed: b
     from .data.errors import DatasetNotFound
     from .migrate import open_store_and_say
     from .protocol import load_protocol, protocol_run_id
-    from .run import RunBusy, RunFailed, run_protocol
+    from .run import CannotStart, RunBusy, RunFailed, run_protocol
     from .store import Store
 
     proto = load_protocol(protocol, list(overrides))
@@ -107,7 +107,7 @@ def run_cmd(protocol: str, overrides: tuple[str, ...], out: str, retry_failed: b
     except RunBusy as err:
         click.echo(str(err), err=True)
         sys.exit(1)
-    except DatasetNotFound as err:
+    except (DatasetNotFound, CannotStart) as err:
         # Before anything is written: nothing to resume, no FAILED run to clear.
         click.echo(f"{protocol}: cannot start the run: {err}", err=True)
         sys.exit(2)

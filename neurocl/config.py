@@ -13,13 +13,39 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 class Strict(BaseModel):
-    """Base of every configuration schema: unknown keys are errors, assignments are validated."""
+    """Base of every configuration schema: unknown keys are errors, assignments are validated,
+    numbers are finite (``.inf``, ``1e400`` and ``.nan`` are errors) and never a true/false."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        # pydantic reads `grad_clip: true` as 1.0; a yes/no where a number belongs is a mistake.
+        # Passed on as the word, the field's own check then reports it at its key.
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                key = field.alias if field.alias in data else name
+                if isinstance(data.get(key), bool) and _wants_number(field.annotation):
+                    data = {**data, key: str(data[key]).lower()}
+        return data
+
+
+def _wants_number(annotation: Any) -> bool:
+    """A field that takes an int or a float and no bool."""
+    from typing import get_args
+
+    todo, found = [annotation], set()
+    while todo:
+        t = todo.pop()
+        if t in (int, float, bool):
+            found.add(t)
+        todo += list(get_args(t))
+    return bool(found & {int, float}) and bool not in found
 
 
 @dataclass(frozen=True)
@@ -237,10 +263,13 @@ def format_validation_error(
                 if isinstance(sub, dict) and p not in sub and (not last or e["type"] not in ("missing", "extra_forbidden")):
                     tags.append(p)
                     continue
+                if sub is not None and not isinstance(sub, (dict, list)):
+                    tags.append(p)  # a union member's name after a plain value (p_connect.constrained-float)
+                    continue
             clean.append(p)
         loc = tuple(clean)
         key = ".".join(str(p) for p in loc) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "union_tag_invalid":
             # An unknown model kind or rule name: say which, with a did-you-mean.
             field = str(e["ctx"]["discriminator"]).strip("'")

@@ -34,7 +34,7 @@ class DatasetConfig(Strict):
 
 class TaskConfig(Strict):
     name: str | None = None
-    classes: list[int] | None = None
+    classes: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     relabel: dict[str, Any] | None = None
     permutation_seed: int | Literal["identity"] | None = None
     rotation: float | None = None
@@ -49,7 +49,7 @@ class TaskConfig(Strict):
 class OptimizerConfig(Strict):
     name: Literal["adam", "sgd", "rmsprop"] = "adam"
     lr: float = Field(1e-3, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     momentum: float = Field(0.0, ge=0)
     alpha: float = Field(0.99, gt=0, lt=1)  # RMSprop smoothing
@@ -116,7 +116,7 @@ class ProtocolBase(Strict):
     tasks: list[TaskConfig] = Field(min_length=1)
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # torch's generators take 64-bit seeds
     # model: the validated config of one model kind (a union over MODEL_KINDS, see protocol_model)
     recording: RecordingConfig = RecordingConfig()
     execution: ExecutionConfig = ExecutionConfig()
@@ -313,6 +313,18 @@ def check_protocol(proto, located: Located | None = None) -> list[str]:
                 f"{_where(located, ('model',))}: model.n_in: the model takes {n_in} inputs per step but "
                 f"encoding '{proto.dataset.encoding}' of {shape.name} gives {width} (set model.n_in: {width})"
             )
+    act = proto.recording.activity
+    missing_tasks = [j for j in act.tasks or [] if not 0 <= j < len(proto.tasks)]
+    if missing_tasks:
+        problems.append(f"{_where(located, ('recording', 'activity', 'tasks'))}: recording.activity.tasks: "
+                        f"tasks {missing_tasks} do not exist (this protocol has tasks 0-{len(proto.tasks) - 1})")
+    import torch
+
+    try:
+        torch.device(proto.execution.device)
+    except (RuntimeError, ValueError):
+        problems.append(f"{_where(located, ('execution', 'device'))}: execution.device: '{proto.execution.device}' "
+                        "is not a device (cpu, cuda, cuda:N or mps)")
     if problems:
         return problems
     try:
@@ -356,18 +368,33 @@ def check_protocol(proto, located: Located | None = None) -> list[str]:
     return problems
 
 
+def device_problem(proto) -> str | None:
+    """Why this machine cannot run ``proto`` on its device (a GPU it does not have), or None."""
+    import torch
+
+    device = torch.device(proto.execution.device)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        return f"execution.device: {device} is not available here ({have}); run it where it is, or set execution.device=cpu"
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        return "execution.device: mps is not available here; set execution.device=cpu"
+    return None
+
+
 def dataset_warnings(proto) -> list[str]:
     """Why a run of ``proto`` could not start on this machine as things are: its dataset's
-    files are not here. A warning, not an error: the run may be meant for another machine."""
+    files are not here, or its device. A warning, not an error: the run may be meant for
+    another machine (a cluster where the data and the GPUs are)."""
+    device = device_problem(proto)
     if proto.dataset.name.startswith("cognitive"):
-        return []
+        return [device] if device else []
     from .data import DatasetNotFound, find_dataset
 
     try:
         find_dataset(proto.dataset.name, root=proto.dataset.root)
     except DatasetNotFound as err:
-        return [f"dataset: {err}"]
-    return []
+        return [f"dataset: {err}"] + ([device] if device else [])
+    return [device] if device else []
 
 
 def resolved_config(proto) -> dict:

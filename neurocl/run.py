@@ -29,7 +29,7 @@ from .evaluation import Evaluator
 from .migrate import describe, open_store
 from .models import build_model
 from .progress import EpochProgress
-from .protocol import config_run_id, load_protocol, resolved_config
+from .protocol import config_run_id, device_problem, load_protocol, resolved_config
 from .recording import Recorder, run_summary, start_attempt
 from .rules import build_rules
 from .rules.base import Batch, Context
@@ -37,6 +37,10 @@ from .store import RunDir, Store, atomic_write_json, run_lock
 from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets
 
 log = logging.getLogger("neurocl.run")
+
+
+class CannotStart(RuntimeError):
+    """This machine cannot start the run (a device it does not have); nothing was written."""
 
 
 class RunBusy(RuntimeError):
@@ -276,6 +280,9 @@ def run_protocol(protocol, out: str | Path = "neurocl-out", overrides: list[str]
         # Raises DatasetNotFound before anything is written: a missing dataset is this
         # machine's problem, not the run's, so it must not leave a FAILED run behind.
         find_dataset(proto.dataset.name, root=proto.dataset.root)
+    problem = device_problem(proto)
+    if problem is not None:
+        raise CannotStart(problem)
     open_store(out, create=True)
     with nullcontext(True) if locked else run_lock(rd, wait_s=0) as free:
         if not free:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -15,7 +15,7 @@ from .base import MODEL_KINDS, Model
 class MLPConfig(Strict):
     kind: Literal["mlp"] = "mlp"
     n_in: int = Field(784, ge=1)
-    hidden: list[int] = [128]
+    hidden: list[Annotated[int, Field(ge=1)]] = [128]
     n_out: int = Field(10, ge=1)
     activation: Literal["relu", "tanh"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)

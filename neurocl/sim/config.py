@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -49,7 +49,7 @@ class EIRNNConfig(Strict):
     phi: Literal["rectify", "abs"] = "rectify"
     readout: Literal["all", "excitatory"] = "all"
 
-    p_connect: float | BlockProbabilities = 1.0
+    p_connect: Annotated[float, Field(ge=0, le=1)] | BlockProbabilities = 1.0
     self_connections: bool = False
     plastic_fraction: float = Field(1.0, ge=0, le=1)
 
@@ -77,6 +77,9 @@ class EIRNNConfig(Strict):
             raise ValueError("ranges must be (low, high) with low <= high")
         if self.constraint == "dale" and (self.w_in_range[0] < 0 or self.w_out_range[0] < 0):
             raise ValueError("with Dale's law, input and output weight ranges must be non-negative")
+        if self.dt > self.tau:
+            raise ValueError(f"dt {self.dt} is larger than tau {self.tau}: the Euler step (a = dt/tau = "
+                             f"{self.dt / self.tau:.3g}) would overshoot; use dt <= tau")
         return self
 
     @property
