@@ -69,6 +69,12 @@ class _Group(click.Group):
             if data is not None and isinstance(err, data.DataError):
                 click.echo(f"error: {err}", err=True)
                 ctx.exit(2)
+            store = sys.modules.get("neurocl.store")
+            problem = store.storage_problem(err) if store is not None else None
+            if problem is not None:
+                click.echo(f"error: {problem}. Nothing that was written before is lost; free space or "
+                           "choose a writable --out, then run the same command again.", err=True)
+                ctx.exit(2)
             raise
 
 

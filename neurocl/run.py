@@ -33,7 +33,7 @@ from .protocol import config_run_id, device_problem, load_protocol, resolved_con
 from .recording import Recorder, run_summary, start_attempt
 from .rules import build_rules
 from .rules.base import Batch, Context
-from .store import RunDir, Store, atomic_write_json, run_lock
+from .store import RunDir, Store, atomic_write_json, run_lock, storage_problem
 from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets
 
 log = logging.getLogger("neurocl.run")
@@ -313,6 +313,11 @@ def _execute(runner: Runner, rd: RunDir) -> RunDir:
             log.error("run failed: %s", err.reason)
             mark_failed(rd, err.reason)
             raise
+        except OSError as err:
+            if storage_problem(err) is None:
+                log.exception("run crashed")
+                mark_failed(rd, f"{type(err).__name__}: {err}")
+            raise  # a full or read-only disk is not the run's fault: it resumes once fixed
         except Exception as err:
             log.exception("run crashed")
             mark_failed(rd, f"{type(err).__name__}: {err}")

@@ -10,6 +10,7 @@ default renames no run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -88,6 +89,18 @@ def hash_config(canonical: dict) -> str:
 
 
 STORE_META = "store.json"
+
+# Errors of the storage, not of the run: a read-only or full disk, no permission. A run that
+# meets one stops without being marked FAILED and resumes once the storage is fixed.
+STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_problem(err: BaseException) -> str | None:
+    """A sentence for a storage error (see STORAGE_ERRNOS), or None for any other error."""
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+        where = f" {err.filename}" if err.filename else ""
+        return f"cannot write{where}: {err.strerror}"
+    return None
 
 
 def read_store_meta(root: str | Path) -> dict:
