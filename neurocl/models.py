@@ -100,6 +100,24 @@ def expand_model_spec(spec: Any, source: str = "model") -> dict:
     return data
 
 
+def training_bytes(cfg: BaseModel) -> int | None:
+    """About how much memory training ``cfg`` takes for its tensors of weight size (the weights,
+    their masks, gradients and the optimiser's two moments), before building it; None for a
+    kind this does not know."""
+    kind = getattr(cfg, "kind", None)
+    if kind == "ei-rnn":  # W_rec with its plastic mask, fixed part and connectivity, W_in, W_out
+        count = 4 * cfg.n * cfg.n + cfg.n * (cfg.n_in + cfg.n_out)
+    elif kind in ("mlp", "masked-mlp"):
+        sizes = [cfg.n_in, *cfg.hidden, cfg.n_out]
+        count = sum(a * b for a, b in zip(sizes, sizes[1:])) * (2 if kind == "masked-mlp" else 1)
+    elif kind == "lstm":
+        count = cfg.n_in * cfg.n_embed + 4 * cfg.hidden * (cfg.n_embed + cfg.hidden) + cfg.hidden * cfg.n_out
+    else:
+        return None
+    itemsize = 8 if getattr(cfg, "dtype", "float32") == "float64" else 4
+    return 4 * count * itemsize  # weights, gradients, Adam's m and v
+
+
 def build_model(spec: Any = "ei-rnn-64", seed: int = 0, **overrides) -> Model:
     """Build a model from a preset name (``models/NAME.yaml``), a YAML path, a dict or a config."""
     cfg = resolve_model_config(spec, overrides or None)

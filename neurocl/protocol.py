@@ -313,6 +313,10 @@ def check_protocol(proto, located: Located | None = None) -> list[str]:
                 f"{_where(located, ('model',))}: model.n_in: the model takes {n_in} inputs per step but "
                 f"encoding '{proto.dataset.encoding}' of {shape.name} gives {width} (set model.n_in: {width})"
             )
+    need, have = _training_memory(model_cfg)
+    if need is not None and have is not None and need > 0.8 * have:
+        problems.append(f"{_where(located, ('model',))}: model: training it takes about {need / 2**30:.1f} GiB for its "
+                        f"weights, gradients and optimiser state, and this machine has {have / 2**30:.1f} GiB: make it smaller")
     act = proto.recording.activity
     missing_tasks = [j for j in act.tasks or [] if not 0 <= j < len(proto.tasks)]
     if missing_tasks:
@@ -366,6 +370,19 @@ def check_protocol(proto, located: Located | None = None) -> list[str]:
             for c in cls:
                 seen.setdefault(c, i)
     return problems
+
+
+def _training_memory(model_cfg) -> tuple[int | None, int | None]:
+    """(bytes training the model needs, bytes of memory this machine has), None where unknown."""
+    import os
+
+    from .models import training_bytes
+
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        have = None
+    return training_bytes(model_cfg), have
 
 
 def device_problem(proto) -> str | None:

@@ -54,3 +54,31 @@ def test_a_gpu_this_machine_lacks_warns_in_validate_and_stops_run(tmp_path):
     res = CliRunner().invoke(main, ["run", str(DIGITS), "execution.device=cuda", "--out", str(out)])
     assert res.exit_code == 2 and "cannot start the run: execution.device: cuda is not available here" in res.stderr
     assert not out.exists()
+
+
+def test_training_memory_beyond_the_machine_is_an_error():
+    with pytest.raises(ConfigError) as err:
+        load_protocol(DIGITS, ["model.n=1000000"])
+    assert any("model: training it takes about" in m and "GiB" in m and "make it smaller" in m
+               for m in err.value.messages), err.value.messages
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("tasks.0.env_kwargs.timing.bogus=5", "tasks.0.env_kwargs.timing.bogus: PerceptualDecisionMaking-v0 has no period "
+                                          "'bogus' (its periods: decision, delay, fixation, stimulus)"),
+    ("tasks.0.env_kwargs.timing.fixation=-200", "tasks.0.env_kwargs.timing.fixation: a duration cannot be negative"),
+    ("model.dt=20", "model.dt: the model steps 20 ms but the tasks' time step is 100 ms (env_kwargs.dt): set model.dt: 100"),
+])
+def test_cognitive_timing_and_time_step_mistakes(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_protocol(REPO / "protocols" / "cognitive-sequence.yaml", [override])
+    assert any(expected in m for m in err.value.messages), err.value.messages
+
+
+def test_a_folder_where_a_data_file_should_be_is_named(isolated):
+    from neurocl.data import DataError, load_dataset
+
+    d = isolated / "data" / "mnist-t10k"
+    (d / "t10k-images-idx3-ubyte.gz").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: is a directory, not the file"):
+        load_dataset("mnist-t10k", root=isolated / "data")

@@ -340,10 +340,16 @@ def cognitive_problems(proto, model_cfg) -> list[tuple[tuple, str, str]]:
             loc = ("tasks", i, "env_kwargs") if t.env_kwargs is not None else ("tasks", i, "env")
             problems.append((loc, ".".join(map(str, loc)), str(err)))
             specs.append(None)
+            continue
+        problems += _timing_problems(i, t.env, t.env_kwargs or {})
     good = [s for s in specs if s is not None]
     dts = sorted({s.dt for s in good})
     if len(dts) > 1:
         problems.append((("tasks",), "tasks", f"all cognitive tasks must share one time step (env_kwargs.dt), got {dts} ms"))
+    model_dt = getattr(model_cfg, "dt", None)
+    if len(dts) == 1 and model_dt is not None and model_dt != dts[0]:
+        problems.append((("model",), "model.dt", f"the model steps {model_dt:g} ms but the tasks' time step is {dts[0]:g} ms "
+                         f"(env_kwargs.dt): set model.dt: {dts[0]:g}"))
     if problems or not good:
         return problems
     layout = make_layout(good)
@@ -356,6 +362,27 @@ def cognitive_problems(proto, model_cfg) -> list[tuple[tuple, str, str]]:
     if getattr(model_cfg, "output", "all") != "all":
         problems.append((("model",), "model.output", "cognitive tasks have a target per step: set model.output: all"))
     return problems
+
+
+def _timing_problems(i: int, env: str, kwargs: Mapping[str, Any]) -> list[tuple[tuple, str, str]]:
+    """Timing periods the environment does not have, and negative durations: NeuroGym accepts
+    both silently (a negative period makes trials of the wrong length)."""
+    timing = kwargs.get("timing")
+    if not isinstance(timing, Mapping):
+        return []
+    eid = env_id(env)
+    periods = set(make_env(eid, {k: v for k, v in kwargs.items() if k != "timing"}).timing)
+    out = []
+    for period, value in timing.items():
+        loc = ("tasks", i, "env_kwargs", "timing", period)
+        key = f"tasks.{i}.env_kwargs.timing.{period}"
+        if period not in periods:
+            out.append((loc, key, f"{eid} has no period '{period}' (its periods: {', '.join(sorted(periods))})"))
+        numbers = [value] if isinstance(value, (int, float)) else [v for v in value if isinstance(v, (int, float))] \
+            if isinstance(value, (list, tuple)) else []
+        if any(not isinstance(v, bool) and v < 0 for v in numbers):
+            out.append((loc, key, f"a duration cannot be negative (got {value})"))
+    return out
 
 
 def cognitive_output_classes(proto) -> list[list[int]]:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .errors import DatasetNotFound
+from .errors import DataError, DatasetNotFound
 from .registry import DATASETS, FileSpec
 
 DEBIAN_DATASETS = Path("/usr/share/datasets")
@@ -53,6 +53,8 @@ def find_file(directory: Path, spec: FileSpec) -> Path | None:
         path = directory / name
         if path.is_file():
             return path
+        if path.is_dir():  # a folder where the file should be (an unzip gone wrong, say)
+            raise DataError(f"{path}: is a directory, not the file {spec.filename}; remove it and fetch the file again")
     return None
 
 
