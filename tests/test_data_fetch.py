@@ -324,7 +324,25 @@ def test_labels_outside_a_known_datasets_classes_are_an_error(isolated):
     d.mkdir(parents=True)
     labels = np.arange(20, dtype=np.uint8) % 10
     labels[7] = 11
-    write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((20, 28, 28), dtype=np.uint8))
-    write_idx(d / "t10k-labels-idx1-ubyte.gz", labels)
+    # Decompressed files: the published sums are of the .gz files, so only the labels can tell.
+    write_idx(d / "t10k-images-idx3-ubyte", np.zeros((20, 28, 28), dtype=np.uint8))
+    write_idx(d / "t10k-labels-idx1-ubyte", labels)
     with pytest.raises(DataError, match=r"label 11 \(example 7, and 0 more\) is not one of mnist-t10k's classes 0-9"):
         load_dataset("mnist-t10k", root=isolated / "data")
+
+
+def test_a_known_dataset_whose_files_are_not_the_published_ones_is_an_error(isolated):
+    import numpy as np
+
+    from neurocl.data import write_idx
+
+    d = isolated / "data" / "mnist-t10k"
+    d.mkdir(parents=True)
+    write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((20, 28, 28), dtype=np.uint8))
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", np.arange(20, dtype=np.uint8) % 10)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: SHA-256 [0-9a-f]{64} is not the published"):
+        load_dataset("mnist-t10k", root=isolated / "data")
+
+
+def test_the_real_files_pass_the_check_at_load(t10k_dir, isolated):
+    assert len(load_dataset("mnist-t10k", root=t10k_dir.parent).test_labels) == 2000

@@ -168,10 +168,12 @@ def test_directory_missing_files(isolated):
 
 
 def test_search_order_root_env_cache(isolated, monkeypatch):
-    root = write_set(isolated / "root" / "mnist", fill=10)
-    write_set(isolated / "env" / "mnist", fill=20)
+    # Decompressed tiny stand-ins: .gz files named as MNIST's would have to be MNIST's (their
+    # published sums are checked when a known dataset loads).
+    root = write_set(isolated / "root" / "mnist", fill=10, gz=False)
+    write_set(isolated / "env" / "mnist", fill=20, gz=False)
     # Files lying directly in the cache dir (not in cache/mnist/) are accepted too.
-    cache = write_set(isolated / "home" / ".cache" / "neurocl", fill=30)
+    cache = write_set(isolated / "home" / ".cache" / "neurocl", fill=30, gz=False)
     monkeypatch.setenv(
         "NEUROCL_DATA", os.pathsep.join([str(isolated / "nothing"), str(isolated / "env")])
     )

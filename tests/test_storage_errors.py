@@ -71,3 +71,13 @@ def test_results_into_a_read_only_store(tmp_path, mount):
     target = mount("ro-results", "ro,size=1m")
     res = CliRunner().invoke(main, ["results", str(store), "--out", str(target / "r.csv")])
     assert res.exit_code == 2 and "Read-only file system" in res.stderr, res.output
+
+
+def test_a_sweep_into_a_read_only_store(tmp_path, mount):
+    (tmp_path / "tiny.yaml").write_text(TINY_PROTOCOL)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("protocol: tiny.yaml\nseeds: 2\n")
+    store = mount("ro-sweep", "ro,size=1m")
+    res = CliRunner().invoke(main, ["sweep", "run", str(sweep), "--out", str(store), "--workers", "1"])
+    assert res.exit_code == 2 and "Read-only file system" in res.stderr, res.output
+    assert "Traceback" not in res.output

@@ -90,9 +90,30 @@ def _file_key(files: dict[str, Path]) -> tuple:
     return tuple(key)
 
 
+def _check_sums(name: str, files: dict[str, Path]) -> None:
+    """The .gz files of a dataset neurocl knows must be the published ones (or a known copy):
+    a damaged or different file is an error here, not a silently different experiment."""
+    from .fetch import sha256_file
+
+    spec = DATASETS.get(name)
+    if spec is None:
+        return
+    for role, f in roles(spec.files).items():
+        path = files.get(role)
+        if path is None or not path.name.endswith(".gz") or f.sha256 is None:
+            continue  # a decompressed copy cannot be checked against the sums of the .gz files
+        digest = sha256_file(path)
+        if digest != f.sha256 and digest not in f.also_known:
+            raise DataError(
+                f"{path}: SHA-256 {digest} is not the published {f.sha256} of {f.filename}: the file is damaged "
+                f"or not {name}'s; fetch it again (`neurocl data fetch {name}`) or check it (`neurocl data verify {name}`)"
+            )
+
+
 @lru_cache(maxsize=8)
 def _load_idx_set(name: str, key: tuple, t10k_split: bool) -> RawDataset:
     files = {role: Path(path) for role, path, _, _ in key}
+    _check_sums(name, files)  # once per process and file version: the load is cached on the key
     used = ", ".join(str(p) for p in files.values())
     if t10k_split:
         images = _images(files["test-images"])
