@@ -18,8 +18,8 @@ from neurocl.cli import main
 from neurocl.config import MAX_BYTES, ConfigError, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
-# Non-cognitive protocols: NeuroGym environments are slow to build for a few hundred cases.
-PROTOCOLS = sorted(p for p in (REPO / "protocols").glob("*.yaml") if not p.name.startswith("cognitive"))
+# Every shipped protocol, the cognitive ones (NeuroGym environments) included.
+PROTOCOLS = sorted((REPO / "protocols").glob("*.yaml"))
 
 
 def loaded(tmp_path: Path, text: str | bytes):
