@@ -18,13 +18,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from .protocol import config_run_id
-from .store import RunDir, Store, atomic_write_json, read_store_meta, run_lock, write_store_meta
+from .store import RunDir, Store, atomic_write_json, atomic_write_text, file_lock, read_store_meta, run_lock, write_store_meta
 
 RUN_ID_FORMAT = 2
 
@@ -40,22 +38,6 @@ class Migration:
     @property
     def complete(self) -> bool:
         return not self.skipped
-
-
-@contextmanager
-def _store_lock(root: Path) -> Iterator[None]:
-    # One migration at a time per store (array jobs of one sweep start together).
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(Store(root).lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _logged(root: Path) -> dict[str, str]:
@@ -109,9 +91,7 @@ def _rewrite_records(root: Path, mapping: dict[str, str]) -> None:
             except ValueError:
                 out.append(line)
         if out != lines:
-            tmp = subs.with_name(subs.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in out))
-            os.replace(tmp, subs)
+            atomic_write_text(subs, "".join(line + "\n" for line in out))
     for new_id in set(mapping.values()):
         summary = store.run(new_id).summary
         if summary.exists():
@@ -126,7 +106,8 @@ def migrate_store(root: str | Path) -> Migration:
     report = Migration()
     store = Store(root)
     runs = store.runs_dir
-    with _store_lock(root):
+    # One migration at a time per store (array jobs of one sweep start together).
+    with file_lock(store.lock_file):
         found = [RunDir(p) for p in runs.iterdir() if RunDir.holds_run(p)] if runs.is_dir() else []
         # The most complete copy of a configuration claims its id first (finished, then with
         # checkpoints); a later copy of the same configuration is set aside, not merged.

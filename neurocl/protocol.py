@@ -402,16 +402,15 @@ def dataset_warnings(proto) -> list[str]:
     """Why a run of ``proto`` could not start on this machine as things are: its dataset's
     files are not here, or its device. A warning, not an error: the run may be meant for
     another machine (a cluster where the data and the GPUs are)."""
-    device = device_problem(proto)
-    if proto.dataset.name.startswith("cognitive"):
-        return [device] if device else []
     from .data import DatasetNotFound, find_dataset
 
+    warnings = []
     try:
         find_dataset(proto.dataset.name, root=proto.dataset.root)
     except DatasetNotFound as err:
-        return [f"dataset: {err}"] + ([device] if device else [])
-    return [device] if device else []
+        warnings.append(f"dataset: {err}")
+    device = device_problem(proto)
+    return warnings + ([device] if device else [])
 
 
 def resolved_config(proto) -> dict:

@@ -276,10 +276,9 @@ def run_protocol(protocol, out: str | Path = "neurocl-out", overrides: list[str]
         if not retry_failed:
             raise RunFailed(f"run {rd.id} failed before: {rd.failure_reason()} (use --retry-failed to run it again)", rd)
         rd.failed_marker.unlink()
-    if not proto.dataset.name.startswith("cognitive"):
-        # Raises DatasetNotFound before anything is written: a missing dataset is this
-        # machine's problem, not the run's, so it must not leave a FAILED run behind.
-        find_dataset(proto.dataset.name, root=proto.dataset.root)
+    # Raises DatasetNotFound before anything is written: a missing dataset is this machine's
+    # problem, not the run's, so it must not leave a FAILED run behind.
+    find_dataset(proto.dataset.name, root=proto.dataset.root)
     problem = device_problem(proto)
     if problem is not None:
         raise CannotStart(problem)

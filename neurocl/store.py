@@ -229,14 +229,26 @@ def iter_runs(root: str | Path):
 @contextmanager
 def run_lock(rd: RunDir, wait_s: float = 30.0) -> Iterator[bool]:
     """Hold ``<run>/LOCK`` exclusively; yields False if another live process keeps it for ``wait_s``."""
+    rd.path.mkdir(parents=True, exist_ok=True)
+    with file_lock(rd.lock_file, wait_s) as locked:
+        yield locked
+
+
+@contextmanager
+def file_lock(path: Path, wait_s: float | None = None) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (waiting ``wait_s`` seconds at most; None: as
+    long as it takes); yields False if another live process keeps it that long."""
     try:
         import fcntl
     except ImportError:  # no flock (Windows): one sweep at a time is the user's job
         yield True
         return
-    rd.path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(rd.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        if wait_s is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+            return
         deadline = time.monotonic() + wait_s
         while True:
             try:

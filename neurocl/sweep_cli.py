@@ -85,8 +85,6 @@ def _missing_datasets(runs) -> list[str]:
     wanted = {(r.config["dataset"]["name"], r.config["dataset"]["root"]) for r in runs}
     messages = []
     for name, root in sorted(wanted, key=str):
-        if name.startswith("cognitive"):
-            continue
         try:
             find_dataset(name, root=root)
         except DatasetNotFound as err:

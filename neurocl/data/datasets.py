@@ -93,20 +93,19 @@ def _file_key(files: dict[str, Path]) -> tuple:
 def _check_sums(name: str, files: dict[str, Path]) -> None:
     """The .gz files of a dataset neurocl knows must be the published ones (or a known copy):
     a damaged or different file is an error here, not a silently different experiment."""
-    from .fetch import sha256_file
+    from .fetch import check_file
 
     spec = DATASETS.get(name)
     if spec is None:
         return
     for role, f in roles(spec.files).items():
         path = files.get(role)
-        if path is None or not path.name.endswith(".gz") or f.sha256 is None:
-            continue  # a decompressed copy cannot be checked against the sums of the .gz files
-        digest = sha256_file(path)
-        if digest != f.sha256 and digest not in f.also_known:
+        # Decompressed copies come back "unverified": the sums are of the .gz files.
+        check = check_file(f, path) if path is not None else None
+        if check is not None and check.failed:
             raise DataError(
-                f"{path}: SHA-256 {digest} is not the published {f.sha256} of {f.filename}: the file is damaged "
-                f"or not {name}'s; fetch it again (`neurocl data fetch {name}`) or check it (`neurocl data verify {name}`)"
+                f"{path}: not the published {f.filename} ({check.detail}): the file is damaged or not {name}'s; "
+                f"fetch it again (`neurocl data fetch {name}`) or check it (`neurocl data verify {name}`)"
             )
 
 
@@ -212,8 +211,9 @@ def _locate(name: str | os.PathLike, root=None) -> tuple[str, dict[str, Path], b
 
 def find_dataset(name: str | os.PathLike, root=None) -> None:
     """Raise :class:`DatasetNotFound` (saying where it looked and how to get it) unless the
-    files of dataset ``name`` are here; reads nothing but directory entries."""
-    if name != "digits":
+    files of dataset ``name`` are here; reads nothing but directory entries. Bundled (digits)
+    and generated (cognitive tasks) data need no files."""
+    if name != "digits" and not str(name).startswith("cognitive"):
         _locate(name, root)
 
 

@@ -206,7 +206,8 @@ class FileCheck:
         return self.status in ("mismatch", "missing", "invalid")
 
 
-def _check(spec: FileSpec, path: Path) -> FileCheck:
+def check_file(spec: FileSpec, path: Path) -> FileCheck:
+    """``path`` against the published SHA-256 of ``spec`` (or a known copy's)."""
     if not path.name.endswith(".gz"):
         # Published checksums are of the .gz files; a decompressed copy cannot be checked.
         return FileCheck(spec.filename, path, "unverified", "uncompressed copy; sums are for .gz")
@@ -242,7 +243,7 @@ def verify_dataset(name: str, root=None, directory: str | Path | None = None) ->
         ]
     d, paths = chosen
     checks = [
-        _check(f, p) if p is not None else FileCheck(f.filename, None, "missing", f"not in {d}")
+        check_file(f, p) if p is not None else FileCheck(f.filename, None, "missing", f"not in {d}")
         for f, p in zip(spec.files, paths, strict=True)
     ]
     return checks + _check_sums_file(d / SUMS_FILE)
