@@ -177,7 +177,7 @@ def json_schema() -> dict:
 
 # ---------------------------------------------------------------------------- loading
 def _apply_overrides(data: dict, overrides: list[str]) -> dict:
-    data = copy.deepcopy(data)
+    """Set each ``key=value`` in ``data`` (the caller's own copy) and return it."""
     errors = []
     for text in overrides:
         try:
