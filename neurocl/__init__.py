@@ -13,14 +13,16 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "build_model": "neurocl.models",
+    "doctor": "neurocl.analysis.doctor",
     "load_model": "neurocl.models",
     "save_model": "neurocl.models",
     "simulate": "neurocl.sim.simulate",
 }
 
-__all__ = ["build_model", "load_model", "save_model", "simulate", "__version__"]
+__all__ = ["build_model", "doctor", "load_model", "save_model", "simulate", "__version__"]
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ loads them
+    from .analysis.doctor import doctor
     from .models import build_model, load_model, save_model
     from .sim.simulate import simulate
 

@@ -13,6 +13,10 @@ import click
 # neither torch nor numpy.
 LAZY_COMMANDS = {
     "data": ("neurocl.data.cli", "data", "List, download and verify datasets."),
+    "doctor": ("neurocl.doctor_cli", "doctor",
+               ("Report how trainable the E/I network of SOURCE is (a model preset, a model or protocol YAML file, or "
+                "a run directory): spectra, E/I balance, silent units and pinned synapses, each problem with what to "
+                "change.")),
     "figures": ("neurocl.figures.cli", "figures", "Draw the figures of SOURCE (a run directory, a store or sweep directory, "
                 "or a results table written by `neurocl results`), each with the CSV of the numbers it plots and a "
                 "manifest.json of sha256 sums."),

@@ -87,14 +87,7 @@ class Artifacts:
         """
         import torch
 
-        from ..models import build_model
-
-        config = self.config(run_id)
-        model_cfg = config.get("model")
-        if not (isinstance(model_cfg, dict) and model_cfg.get("kind", "ei-rnn") == "ei-rnn"):
-            kind = model_cfg.get("kind") if isinstance(model_cfg, dict) else model_cfg
-            raise Skip(f"not an E/I network (model kind '{kind}')")
-        model = build_model(model_cfg, seed=config.get("seed", 0))
+        model = self._model(run_id)
         sign = model.sign.detach().cpu().numpy().astype(float)
         snaps = self.snapshots(run_id)
         if snaps:
@@ -106,6 +99,28 @@ class Artifacts:
             raise Skip("neither weight snapshots nor a checkpoint")
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
-        with torch.no_grad():
-            weights = {k: v.detach().cpu().double().numpy() for k, v in sorted(model.effective_weights().items())}
-        return Network(f"checkpoints/{ckpt.name}", weights, sign)
+        return Network(f"checkpoints/{ckpt.name}", _effective(model), sign)
+
+    def initial_network(self, run_id: str) -> Network:
+        """The effective weights of an E/I run before training: the model rebuilt from the
+        stored configuration and seed, as the runner built it."""
+        model = self._model(run_id)
+        return Network("init (configuration and seed)", _effective(model), model.sign.detach().cpu().numpy().astype(float))
+
+    def _model(self, run_id: str):
+        """The run's E/I model at init; Skip for any other kind."""
+        from ..models import build_model
+
+        config = self.config(run_id)
+        model_cfg = config.get("model")
+        if not (isinstance(model_cfg, dict) and model_cfg.get("kind", "ei-rnn") == "ei-rnn"):
+            kind = model_cfg.get("kind") if isinstance(model_cfg, dict) else model_cfg
+            raise Skip(f"not an E/I network (model kind '{kind}')")
+        return build_model(model_cfg, seed=config.get("seed", 0))
+
+
+def _effective(model) -> dict[str, np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        return {k: v.detach().cpu().double().numpy() for k, v in sorted(model.effective_weights().items())}

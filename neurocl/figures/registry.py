@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from ..registry import Registry
 
 # The figure families, imported in this order: the order of the registry and the manifest.
-FAMILIES = ("accuracy", "sweep", "weights", "masks", "network")
+FAMILIES = ("accuracy", "sweep", "weights", "masks", "network", "trainability")
 
 
 class Skip(Exception):
