@@ -27,6 +27,46 @@ class Trainable(Strict):
     x0: bool = True
 
 
+class TauDistribution(Strict):
+    """Per-unit time constants drawn once, from their own seed (the network's seed does not move them)."""
+
+    distribution: Literal["uniform", "log-uniform"] = "log-uniform"
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        return self
+
+    def draw(self, n: int) -> list[float]:
+        import numpy as np
+
+        rng = np.random.default_rng(self.seed)
+        if self.distribution == "uniform":
+            return rng.uniform(self.low, self.high, size=n).tolist()
+        return np.exp(rng.uniform(np.log(self.low), np.log(self.high), size=n)).tolist()
+
+
+class DANNConfig(Strict):
+    """Dale's ANN (Cornford et al. 2021; recurrent form of Li et al. 2023): every state unit is
+    excitatory; each pathway has its own pool of instantaneous linear inhibitory interneurons,
+    so the effective matrix of a pathway is ``phi(W_ex) - phi(W_ei) phi(W_ix)``."""
+
+    # None: max(1, n // 10) (Li et al.: 10 interneurons per 100 excitatory units).
+    n_i_rec: int | None = Field(None, ge=1)
+    n_i_in: int | None = Field(None, ge=1)
+    n_i_out: int = Field(1, ge=1)
+    # Divisive (shunting) inhibition on the input pathway (Cornford et al.'s EiDenseWithShunt).
+    shunt: bool = False
+
+    def pools(self, n: int) -> tuple[int, int, int]:
+        default = max(1, n // 10)
+        return (self.n_i_rec or default, self.n_i_in or default, self.n_i_out)
+
+
 class EIRNNConfig(Strict):
     """A rate-based E/I recurrent network (Song, Yang & Wang 2016 style)."""
 
@@ -37,7 +77,11 @@ class EIRNNConfig(Strict):
     e_fraction: float = Field(0.8, gt=0, le=1)
 
     dt: float = Field(1.0, gt=0)
-    tau: float = Field(50.0, gt=0)
+    # One tau for every unit, one per unit (a list of n), or drawn per unit from a distribution.
+    tau: Annotated[float, Field(gt=0)] | list[Annotated[float, Field(gt=0)]] | TauDistribution = 50.0
+    # Train tau (per unit), kept in [dt, tau_max] by a sigmoid parameterisation.
+    train_tau: bool = False
+    tau_max: float = Field(1000.0, gt=0)
     tau_in: float = Field(100.0, gt=0)
     sigma_rec: float = Field(0.01, ge=0)
     sigma_in: float = Field(0.01, ge=0)
@@ -46,6 +90,10 @@ class EIRNNConfig(Strict):
     activation: Literal["rectify", "tanh", "softplus", "sigmoid"] = "rectify"
     # dale: phi(M * W + W_fixed) @ diag(sign); unconstrained: the ablation without constraints.
     constraint: Literal["dale", "unconstrained"] = "dale"
+    # colei: column signs (Song et al. 2016), E and I units are both state units; dann: E state
+    # units with interneuron pools per pathway (see DANNConfig). Only read when constraint: dale.
+    dale: Literal["colei", "dann"] = "colei"
+    dann: DANNConfig = DANNConfig()
     phi: Literal["rectify", "abs"] = "rectify"
     readout: Literal["all", "excitatory"] = "all"
 
@@ -53,7 +101,9 @@ class EIRNNConfig(Strict):
     self_connections: bool = False
     plastic_fraction: float = Field(1.0, ge=0, le=1)
 
-    init: Literal["gamma", "normal", "orthogonal"] = "gamma"
+    # gamma/normal/orthogonal: ColEI inits scaled to rho0; dann: the DANN init (the interneurons
+    # remove each unit's mean excitatory input at init), the only init of dale: dann.
+    init: Literal["gamma", "normal", "orthogonal", "dann"] = "gamma"
     gamma_shape: float = Field(2.0, gt=0)
     rho0: float = Field(1.5, gt=0)
     w_in_range: tuple[float, float] = (0.0, 0.2)
@@ -77,10 +127,39 @@ class EIRNNConfig(Strict):
             raise ValueError("ranges must be (low, high) with low <= high")
         if self.constraint == "dale" and (self.w_in_range[0] < 0 or self.w_out_range[0] < 0):
             raise ValueError("with Dale's law, input and output weight ranges must be non-negative")
-        if self.dt > self.tau:
-            raise ValueError(f"dt {self.dt} is larger than tau {self.tau}: the Euler step (a = dt/tau = "
-                             f"{self.dt / self.tau:.3g}) would overshoot; use dt <= tau")
+        if isinstance(self.tau, list) and len(self.tau) != self.n:
+            raise ValueError(f"tau lists one time constant per unit: {len(self.tau)} given for n = {self.n}")
+        tau_min = min(self.taus)
+        if self.dt > tau_min:
+            raise ValueError(f"dt {self.dt} is larger than tau {tau_min:g}: the Euler step (a = dt/tau = "
+                             f"{self.dt / tau_min:.3g}) would overshoot; use dt <= tau")
+        if self.train_tau and not self.dt < self.tau_max:
+            raise ValueError(f"train_tau keeps tau in [dt, tau_max]: tau_max {self.tau_max} must exceed dt {self.dt}")
+        if self.train_tau and max(self.taus) >= self.tau_max:
+            raise ValueError(f"train_tau: tau {max(self.taus):g} must lie below tau_max {self.tau_max:g}")
+        dann = self.constraint == "dale" and self.dale == "dann"
+        if dann != (self.init == "dann"):
+            raise ValueError("dale: dann goes with init: dann, and init: dann with dale: dann (set both)"
+                             if dann else "init: dann needs dale: dann (and constraint: dale)")
         return self
+
+    @property
+    def taus(self) -> list[float]:
+        """The time constant of every unit."""
+        if isinstance(self.tau, TauDistribution):
+            return self.tau.draw(self.n)
+        if isinstance(self.tau, list):
+            return [float(t) for t in self.tau]
+        return [float(self.tau)] * self.n
+
+    @property
+    def scalar_tau(self) -> bool:
+        """One fixed tau for all units: the leak is a number, as in every network before per-unit tau."""
+        return isinstance(self.tau, (int, float)) and not self.train_tau
+
+    @property
+    def is_dann(self) -> bool:
+        return self.constraint == "dale" and self.dale == "dann"
 
     @property
     def n_exc(self) -> int:

@@ -20,7 +20,7 @@ from ..nets.base import MODEL_KINDS, Model
 from .activations import ACTIVATIONS, activation_derivative
 from .config import EIRNNConfig
 from .connectivity import initial_network
-from .weights import effective_weights
+from .weights import PHI, effective_weights
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -47,6 +47,22 @@ class EIRNN(Model):
         self.b_rec = nn.Parameter(torch.zeros(config.n, dtype=dtype), requires_grad=tr.b_rec)
         self.b_out = nn.Parameter(torch.zeros(config.n_out, dtype=dtype), requires_grad=tr.b_out)
         self.x0 = nn.Parameter(torch.full((config.n,), config.x0_init, dtype=dtype), requires_grad=tr.x0)
+        self.dann_factors: list[str] = []
+        if init.factors is not None:
+            # Each interneuron factor trains with the pathway it belongs to (trainable.W_rec etc.).
+            for name, value in init.factors.items():
+                pathway = name.rsplit("_", 1)[0]
+                setattr(self, name, nn.Parameter(t(value), requires_grad=getattr(tr, pathway)))
+                self.register_buffer(name + "_mask", t(init.factor_masks[name]))
+                self.dann_factors.append(name)
+        if not config.scalar_tau:
+            taus = torch.as_tensor(config.taus, dtype=dtype)
+            if config.train_tau:
+                # tau = dt + (tau_max - dt) sigmoid(tau_raw): tau stays in [dt, tau_max] whatever Adam does.
+                share = ((taus - config.dt) / (config.tau_max - config.dt)).clamp(1e-6, 1 - 1e-6)
+                self.tau_raw = nn.Parameter(torch.logit(share))
+            else:
+                self.register_buffer("tau_fixed", taus)
         self.noise = True  # set False to simulate the deterministic network
 
     # ---------------------------------------------------------------- weights
@@ -56,20 +72,47 @@ class EIRNN(Model):
             W_in=self.W_in, W_rec=self.W_rec, W_out=self.W_out,
             plastic=self.plastic_mask, w_fixed=self.w_fixed, sign=self.sign,
             phi=c.phi, constraint=c.constraint, readout=c.readout,
+            dann={k: getattr(self, k) for k in self.dann_factors} if self.dann_factors else None,
+            dann_masks={k: getattr(self, k + "_mask") for k in self.dann_factors} if self.dann_factors else None,
         )
 
     def plasticity_masks(self) -> dict[str, torch.Tensor]:
-        return {"W_rec": self.plastic_mask}
+        masks = {"W_rec": self.plastic_mask}
+        masks.update({k: getattr(self, k + "_mask") for k in self.dann_factors})
+        return masks
+
+    def constrained_factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """The raw parameters that phi turns into non-negative magnitudes, with the mask of the
+        synapses that exist and may change (None: all); empty for the unconstrained ablation."""
+        if self.config.constraint != "dale":
+            return {}
+        factors = {"W_rec": (self.W_rec, self.plastic_mask), "W_in": (self.W_in, None), "W_out": (self.W_out, None)}
+        factors.update({k: (getattr(self, k), getattr(self, k + "_mask")) for k in self.dann_factors})
+        return factors
 
     @property
-    def alpha(self) -> float:
-        return self.config.dt / self.config.tau
+    def tau(self) -> float | torch.Tensor:
+        """The time constant: a number, or one per unit (differentiable when train_tau)."""
+        c = self.config
+        if c.scalar_tau:
+            return float(c.tau)
+        if c.train_tau:
+            return c.dt + (c.tau_max - c.dt) * torch.sigmoid(self.tau_raw)
+        return self.tau_fixed
+
+    @property
+    def alpha(self) -> float | torch.Tensor:
+        """The leak a = dt / tau: a number, or a tensor of one per unit."""
+        return self.config.dt / self.tau
 
     def check_constraints(self) -> list[str]:
         problems = []
         with torch.no_grad():
             w = self.effective_weights()
             absent = self.connectivity_mask == 0
+            if self.dann_factors:
+                problems += self._dann_problems(absent)
+                return problems
             if torch.any(w["W_rec"][absent] != 0):
                 problems.append("absent recurrent connections are not exactly 0")
             if self.config.constraint == "dale":
@@ -80,6 +123,20 @@ class EIRNN(Model):
                     problems.append("an inhibitory unit has a positive outgoing weight")
                 if torch.any(w["W_in"] < 0):
                     problems.append("an input weight is negative")
+        return problems
+
+    def _dann_problems(self, absent: torch.Tensor) -> list[str]:
+        """DANN obeys Dale's law factor by factor: E->E, E->I and I->E magnitudes are non-negative
+        (the effective matrix has both signs, as E minus I does); absent E->E synapses are 0."""
+        f = PHI[self.config.phi]
+        problems = []
+        rec = self.plastic_mask * self.W_rec + self.w_fixed
+        if torch.any(f(rec)[absent] != 0):
+            problems.append("absent E->E connections are not exactly 0")
+        for name, (raw, mask) in self.constrained_factors().items():
+            magnitude = f(rec if name == "W_rec" else raw)
+            if torch.any(magnitude < 0):
+                problems.append(f"the DANN factor {name} has a negative weight")
         return problems
 
     # ---------------------------------------------------------------- dynamics
@@ -97,10 +154,16 @@ class EIRNN(Model):
         backend = backend or self.config.backend
         if backend not in ("auto", "torch", "numba"):
             raise ValueError(f"unknown backend '{backend}' (auto, torch or numba)")
+        if backend == "auto" and not self.numba_supported():
+            return "torch"
         if backend == "auto":
             device = self.W_rec.device if device is None else device
             return "numba" if device.type == "cpu" else "torch"
         return backend
+
+    def numba_supported(self) -> bool:
+        """Whether the numba kernels simulate this configuration (they take a single leak)."""
+        return self.config.scalar_tau
 
     def _as_sequence(self, u: torch.Tensor) -> torch.Tensor:
         """(batch, n_in) as one step, in the model's dtype: (batch, time, n_in)."""
@@ -120,6 +183,9 @@ class EIRNN(Model):
         u = self._as_sequence(u)
         batch, steps, _ = u.shape
         if self.resolved_backend(u.device, backend) == "numba":
+            if not self.numba_supported():
+                raise ValueError("the numba backend takes one tau for all units; per-unit or trained tau "
+                                 "runs on backend: torch (or auto)")
             # The fused numba kernel (forward and backward through time); same z and states.
             from .train_kernel import kernel_forward
 
@@ -143,7 +209,8 @@ class EIRNN(Model):
             u_tilde = torch.relu(u_tilde)
         drive = u_tilde @ w["W_in"].T + self.b_rec  # (B, T, n)
         if noise is not False and c.sigma_rec > 0:
-            rec_noise = math.sqrt(2 * a) * c.sigma_rec * noise["rec"]
+            scale = math.sqrt(2 * a) if isinstance(a, float) else torch.sqrt(2 * a)
+            rec_noise = scale * c.sigma_rec * noise["rec"]
         else:
             rec_noise = None
 

@@ -47,7 +47,7 @@ def simulate(
     """
     record = tuple(record)
     if backend == "auto":
-        backend = "numba"
+        backend = "numba" if not isinstance(model, EIRNN) or model.numba_supported() else "torch"
     if not isinstance(model, EIRNN):
         if backend == "numba":
             raise ValueError(f"the numba backend simulates the E/I network only, not {type(model).__name__}")
@@ -82,6 +82,9 @@ def simulate(
         raise ValueError(f"unknown backend '{backend}' (torch, numba or auto)")
 
     c = model.config
+    if not model.numba_supported():
+        raise ValueError("the numba backend takes one tau for all units; simulate per-unit or trained tau "
+                         "with backend='torch' (or 'auto')")
     with torch.no_grad():
         w = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=dtype)
              for k, v in model.effective_weights().items()}
