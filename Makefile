@@ -18,6 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m neurocl run protocols/split-digits.yaml --out demo-out
+	$(PY) -m neurocl run protocols/split-digits.yaml "rules=[replay]" --out demo-out
 	$(PY) -m neurocl run protocols/split-digits.yaml "rules=[joint]" --out demo-out
 	$(PY) -m neurocl figures demo-out --out demo-out/figures
 	@echo "Results in demo-out/runs, figures in demo-out/figures"

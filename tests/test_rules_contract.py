@@ -26,6 +26,7 @@ from neurocl.models import build_model
 from neurocl.protocol import load_protocol
 from neurocl.rules import build_rules
 from neurocl.run import Runner, run_protocol
+from neurocl.sim.weights import PHI
 from neurocl.store import RunDir
 
 # Each rule with options that exercise its less common paths.
@@ -48,6 +49,11 @@ MODELS = {
     # unregularised gradient comes from the runner's split backward pass).
     "ei-rnn": ("rows", {"preset": "ei-rnn-64", "n_in": 8, "n": 16, "tau": 2.0, "p_connect": 0.8,
                         "plastic_fraction": 0.8, "w_in_range": [0, 0.5], "w_out_range": [0, 0.5], "omega_lambda": 1.0}),
+    # The same network as Dale's ANN: E units with interneuron pools per pathway, whose factors
+    # (W_rec_ix, W_rec_ei, ...) are trainable parameters with their own connection masks.
+    "ei-rnn-dann": ("rows", {"preset": "ei-rnn-64", "n_in": 8, "n": 16, "tau": 2.0, "p_connect": 0.8,
+                             "plastic_fraction": 0.8, "w_in_range": [0, 0.5], "w_out_range": [0, 0.5],
+                             "omega_lambda": 1.0, "dale": "dann", "init": "dann"}),
     "lstm": ("rows", {"preset": "lstm-64", "n_in": 8, "n_embed": 8, "hidden": 8}),
     "mlp": ("flat", {"preset": "mlp-784-128", "n_in": 64, "hidden": [16], "dropout": 0.2}),
 }
@@ -111,6 +117,17 @@ def fixed_synapse_changes(model) -> list[str]:
     with torch.no_grad():
         w, w0 = model.effective_weights()["W_rec"], init.effective_weights()["W_rec"]
     problems = []
+    if getattr(model, "dann_factors", None):
+        # DANN: the effective matrix is E minus the interneurons' inhibition, which trains; the
+        # fixed and absent synapses are the E->E ones, phi(M * W_rec + W_fixed).
+        f = PHI[model.config.phi]
+        with torch.no_grad():
+            w = f(model.plastic_mask * model.W_rec + model.w_fixed)
+            w0 = f(init.plastic_mask * init.W_rec + init.w_fixed)
+            for name in model.dann_factors:
+                out = getattr(model, name + "_mask") == 0
+                if not torch.equal(getattr(model, name).detach()[out], getattr(init, name).detach()[out]):
+                    problems.append(f"an absent interneuron synapse of {name} changed")
     if not torch.equal(w[fixed], w0[fixed]):
         problems.append("a fixed synapse changed")
     if not torch.equal(model.W_rec.detach()[model.plastic_mask == 0], init.W_rec.detach()[init.plastic_mask == 0]):
@@ -149,6 +166,8 @@ def test_rule_contract(tmp_path, monkeypatch, rules, model):
     assert runner.model.check_constraints() == [] and fixed_synapse_changes(runner.model) == []
     R = np.array(runner.rd.read_json("summary.json")["accuracy_matrix"])
     assert np.isfinite(R).all()
+    if model == "ei-rnn-dann":
+        check_dann_state(runner)
 
     # The state survives save and a weights_only load: the reloaded rule gives the same
     # penalty, also away from the anchor.
@@ -163,6 +182,57 @@ def test_rule_contract(tmp_path, monkeypatch, rules, model):
             assert torch.equal(before.detach(), after.detach()), rule.name
         else:
             assert before is None and after is None
+
+
+DANN_FACTORS = ["W_rec_ix", "W_rec_ei", "W_in_ix", "W_in_ei", "W_out_ix", "W_out_ei"]
+
+
+def check_dann_state(runner):
+    """The rules see the interneuron factors as parameters like any other."""
+    model = runner.model
+    assert model.dann_factors == DANN_FACTORS
+    for rule in runner.rules:
+        if rule.name == "l2":
+            assert set(DANN_FACTORS) <= set(rule.anchor), rule.name
+        elif rule.name in CONSOLIDATION:
+            importance = rule.terms[-1]["importance"]
+            assert set(DANN_FACTORS) <= set(importance), rule.name
+            for name in DANN_FACTORS:
+                imp = importance[name]
+                assert imp.shape == getattr(model, name).shape and torch.isfinite(imp).all(), (rule.name, name)
+                # Masked-out interneuron synapses carry no importance.
+                assert torch.all(imp[getattr(model, name + "_mask") == 0] == 0), (rule.name, name)
+            assert sum(float(importance[n].abs().sum()) for n in DANN_FACTORS) > 0, rule.name
+
+
+# Rules that the contract above does not list, on DANN: replay, generative replay.
+DANN_EXTRA_RULES = {
+    "replay": [{"name": "replay", "memory": 20}],
+    "replay+ewc": [{"name": "replay", "memory": 20, "mixing": "append"}, {"name": "ewc", "samples": 12}],
+    "generative-replay": [{"name": "generative-replay", "generator": "vae", "latent": 4, "hidden": [16],
+                           "steps": 3, "batch_size": 8, "replayed_per_real": 1.0}],
+}
+
+
+@pytest.mark.parametrize("rules", list(DANN_EXTRA_RULES))
+def test_replay_rules_keep_the_contract_on_dann(tmp_path, monkeypatch, rules):
+    proto = load_protocol(protocol(DANN_EXTRA_RULES[rules], "ei-rnn-dann"))
+    watch = ConstraintWatch(monkeypatch)
+    runner = Runner(proto, tmp_path)
+    watch.watch(runner)
+    runner.execute()
+    assert watch.steps > 0
+    assert watch.violations == [], sorted(set(watch.violations))
+    assert runner.model.check_constraints() == [] and fixed_synapse_changes(runner.model) == []
+    assert np.isfinite(np.array(runner.rd.read_json("summary.json")["accuracy_matrix"])).all()
+    check_dann_state(runner)
+
+
+def test_supermask_refuses_a_dann_network_clearly(tmp_path):
+    """Supermasks need a supermask model (masked-mlp): the E/I network, DANN or not, is refused."""
+    proto = load_protocol(protocol([{"name": "supermask"}], "ei-rnn-dann"), check=False)
+    with pytest.raises(ValueError, match="supermask model"):
+        Runner(proto, tmp_path).execute()
 
 
 def _final_state(rd: RunDir):

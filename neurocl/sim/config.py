@@ -163,4 +163,5 @@ class EIRNNConfig(Strict):
 
     @property
     def n_exc(self) -> int:
-        return round(self.e_fraction * self.n)
+        # DANN: every state unit is excitatory (the interneurons are not state units).
+        return self.n if self.is_dann else round(self.e_fraction * self.n)
