@@ -97,9 +97,12 @@ def make_steps(omega: float, batch: int, steps: int):
     # where the backend is numba), the model's regulariser, backward, Adam.
     batch_data = Batch(x=u, y=y, task=torch.zeros(batch, dtype=torch.long))
     class_mask = torch.ones(1, args.n_out, dtype=torch.bool)
-    for label, backend, fused in (("torch", "torch", False), ("numba, unfused", "numba", False),
-                                  ("numba", "numba", True)):
-        model = neurocl.build_model("ei-rnn-64", seed=1, backend=backend, **base)
+    dann = dict(dale="dann", init="dann")
+    per_unit_tau = dict(tau=[50.0 + i for i in range(args.n)])  # numba takes one tau: runs on torch
+    for label, backend, fused, extra in (("torch", "torch", False, {}), ("numba, unfused", "numba", False, {}),
+                                         ("numba", "numba", True, {}), ("numba, dale: dann", "numba", True, dann),
+                                         ("torch, per-unit tau", "torch", False, per_unit_tau)):
+        model = neurocl.build_model("ei-rnn-64", seed=1, backend=backend, **base, **extra)
         model.use_fused_loss = fused
         opt_m = make_optimizer([p for p in model.parameters() if p.requires_grad])
 
@@ -174,6 +177,9 @@ def main():
     peak = float(np.median(peaks))
     for omega, rates in all_rates:
         ref = float(np.median(rates["plain PyTorch"]))
+        # The budget: DANN at most 1.3x the step time of today's numba network.
+        result_ratio = float(np.median(rates["neurocl numba"])) / float(np.median(rates["neurocl numba, dale: dann"]))
+        print(f"# step time, dale: dann / colei on numba{' + Omega' if omega else ''}: {result_ratio:.2f}x")
         for name, r in rates.items():
             med = float(np.median(r))
             rows.append({

@@ -97,11 +97,13 @@ def run_cmd(protocol: str, overrides: tuple[str, ...], out: str, retry_failed: b
     """Train PROTOCOL (a YAML file), with dotted OVERRIDES such as training.optimizer.lr=3e-4."""
     from .data.errors import DatasetNotFound
     from .migrate import open_store_and_say
-    from .protocol import load_protocol, protocol_run_id
+    from .protocol import leak_warnings, load_protocol, protocol_run_id
     from .run import CannotStart, RunBusy, RunFailed, run_protocol
     from .store import Store
 
     proto = load_protocol(protocol, list(overrides))
+    for warning in leak_warnings(proto):
+        click.echo(f"{protocol}: warning: {warning}", err=True)
     open_store_and_say(out)
     rd = Store(out).run(protocol_run_id(proto))
     found = rd.last_checkpoint()
@@ -171,9 +173,11 @@ def schema_cmd() -> None:
 @click.argument("overrides", nargs=-1)
 def validate_cmd(protocol: str, overrides: tuple[str, ...]) -> None:
     """Check a protocol file without running it; print its run id."""
-    from .protocol import dataset_warnings, load_protocol, protocol_run_id
+    from .protocol import dataset_warnings, leak_warnings, load_protocol, protocol_run_id
 
     proto = load_protocol(protocol, list(overrides))
+    for warning in leak_warnings(proto):
+        click.echo(f"{protocol}: warning: {warning}", err=True)
     # A missing dataset does not make the protocol wrong: the run may be meant for a machine
     # (a cluster) where the data lives.
     for warning in dataset_warnings(proto):

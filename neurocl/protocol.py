@@ -398,6 +398,30 @@ def device_problem(proto) -> str | None:
     return None
 
 
+def leak_warnings(proto) -> list[str]:
+    """An E/I network whose units are too slow to integrate a trial's input (the spec's
+    arithmetic: a = dt/tau = 0.02 over 28 rows integrates 1 - 0.98^28 = 43 % of a step input).
+    A warning: slow units may be the point of a study."""
+    model = proto.model
+    if getattr(model, "kind", None) != "ei-rnn" or proto.dataset.name.startswith("cognitive"):
+        return []
+    from .data import dataset_shape
+    from .data.encodings import encoded_shape
+
+    try:
+        steps, _ = encoded_shape(proto.dataset.encoding, *dataset_shape(proto.dataset.name, root=proto.dataset.root).image_shape)
+    except Exception:  # the data check reports an unreadable dataset; nothing to say here
+        return []
+    taus = sorted(model.taus)
+    a = model.dt / taus[len(taus) // 2]
+    share = 1 - (1 - a) ** steps
+    if share >= 0.63:
+        return []
+    return [f"model.tau: over a trial of {steps} steps a unit with tau {taus[len(taus) // 2]:g} (dt {model.dt:g}) "
+            f"integrates only {100 * share:.0f} % of a constant input, so the network may not learn the task; "
+            f"choose tau <= {steps * model.dt:g} (dt/tau >= 1/{steps}) for >= 63 %, or see docs/dale.md"]
+
+
 def dataset_warnings(proto) -> list[str]:
     """Why a run of ``proto`` could not start on this machine as things are: its dataset's
     files are not here, or its device. A warning, not an error: the run may be meant for

@@ -421,3 +421,20 @@ def test_dann_block_probabilities_treat_every_state_unit_as_excitatory():
     assert torch.all(model.connectivity_mask[off_diagonal] == 1)
     assert torch.all(model.W_rec_ix_mask == 0)
     assert 0.4 < model.W_rec_ei_mask.mean().item() < 0.6
+
+
+# ---------------------------------------------------------------- the leak warning
+def test_validate_warns_when_units_are_too_slow_for_the_trial():
+    from pathlib import Path
+
+    from neurocl.protocol import leak_warnings, load_protocol
+
+    repo = Path(__file__).resolve().parent.parent
+    slow = leak_warnings(load_protocol(repo / "protocols" / "r1-ei-all-digits.yaml"))
+    assert len(slow) == 1 and "43 %" in slow[0] and "tau <= 28" in slow[0], slow
+    # tau 2 over 8 rows integrates 1 - 0.5^8 of the input: no warning.
+    assert leak_warnings(load_protocol(repo / "protocols" / "split-digits.yaml")) == []
+    # A per-unit tau is judged by its median unit.
+    mixed = load_protocol(repo / "protocols" / "r1-ei-all-digits.yaml",
+                          ["model.tau={distribution: log-uniform, low: 1.0, high: 4.0, seed: 0}"])
+    assert leak_warnings(mixed) == []

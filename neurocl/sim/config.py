@@ -59,8 +59,6 @@ class DANNConfig(Strict):
     n_i_rec: int | None = Field(None, ge=1)
     n_i_in: int | None = Field(None, ge=1)
     n_i_out: int = Field(1, ge=1)
-    # Divisive (shunting) inhibition on the input pathway (Cornford et al.'s EiDenseWithShunt).
-    shunt: bool = False
 
     def pools(self, n: int) -> tuple[int, int, int]:
         default = max(1, n // 10)
@@ -131,7 +129,7 @@ class EIRNNConfig(Strict):
             raise ValueError(f"tau lists one time constant per unit: {len(self.tau)} given for n = {self.n}")
         tau_min = min(self.taus)
         if self.dt > tau_min:
-            raise ValueError(f"dt {self.dt} is larger than tau {tau_min:g}: the Euler step (a = dt/tau = "
+            raise ValueError(f"dt {self.dt} is larger than tau {tau_min}: the Euler step (a = dt/tau = "
                              f"{self.dt / tau_min:.3g}) would overshoot; use dt <= tau")
         if self.train_tau and not self.dt < self.tau_max:
             raise ValueError(f"train_tau keeps tau in [dt, tau_max]: tau_max {self.tau_max} must exceed dt {self.dt}")
