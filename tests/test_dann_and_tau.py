@@ -19,6 +19,7 @@ from neurocl.sim.config import EIRNNConfig, TauDistribution
 from neurocl.sim.ei_rnn import EIRNN
 from neurocl.sim.simulate import simulate
 from neurocl.sim.weights import PHI
+from test_train_kernel import _pair as backend_pair
 
 FACTORS = ["W_rec_ix", "W_rec_ei", "W_in_ix", "W_in_ei", "W_out_ix", "W_out_ei"]
 ALL_TRAINABLE = {"W_in": True, "W_rec": True, "W_out": True, "b_rec": True, "b_out": True, "x0": True}
@@ -153,17 +154,10 @@ def test_dann_obeys_dale_after_every_adam_step(backend, phi):
 
 # ----------------------------------------------------------------------------- 3. backends agree
 def _pair(dtype, seed=5, **kw):
-    cfg = dict(n=24, n_in=7, sigma_rec=0.05, sigma_in=0.05, dtype=dtype, trainable=ALL_TRAINABLE,
-               p_connect=0.8, plastic_fraction=0.7, omega_lambda=1.0)
-    cfg.update(kw)
-    models = [dann(seed=seed, backend=b, **cfg) for b in ("torch", "numba")]
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(seed)
-        for name in ("b_rec", "b_out"):
-            values = torch.rand(getattr(models[0], name).shape, generator=g, dtype=torch.float64) * 0.2 - 0.1
-            for m in models:
-                getattr(m, name).copy_(values)
-    return models
+    """A DANN network on both backends, with the ColEI backend tests' random biases."""
+    case = dict(n=24, dale="dann", init="dann", p_connect=0.8, plastic_fraction=0.7, omega_lambda=1.0)
+    case.update(kw)
+    return backend_pair(case, dtype, seed)
 
 
 def _close(a, b, rtol, what, floor=0.0):

@@ -152,27 +152,30 @@ def perturb(model, seed=0):
                 p.add_(0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-@pytest.mark.parametrize("rules", list(RULES))
-def test_rule_contract(tmp_path, monkeypatch, rules, model):
-    proto = load_protocol(protocol(RULES[rules], model))
+def run_keeping_the_contract(tmp_path, monkeypatch, rules, model) -> Runner:
+    """Run ``rules`` on ``model``, checking the constraints after every optimiser step; the runner."""
     watch = ConstraintWatch(monkeypatch)
-    runner = Runner(proto, tmp_path)
+    runner = Runner(load_protocol(protocol(rules, model)), tmp_path)
     watch.watch(runner)
     runner.execute()
-
     assert watch.steps > 0
     assert watch.violations == [], sorted(set(watch.violations))
     assert runner.model.check_constraints() == [] and fixed_synapse_changes(runner.model) == []
-    R = np.array(runner.rd.read_json("summary.json")["accuracy_matrix"])
-    assert np.isfinite(R).all()
+    assert np.isfinite(np.array(runner.rd.read_json("summary.json")["accuracy_matrix"])).all()
+    return runner
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("rules", list(RULES))
+def test_rule_contract(tmp_path, monkeypatch, rules, model):
+    runner = run_keeping_the_contract(tmp_path, monkeypatch, RULES[rules], model)
     if model == "ei-rnn-dann":
         check_dann_state(runner)
 
     # The state survives save and a weights_only load: the reloaded rule gives the same
     # penalty, also away from the anchor.
     perturb(runner.model)
-    fresh = build_rules(proto.rules)
+    fresh = build_rules(runner.proto.rules)
     for rule, new in zip(runner.rules, fresh):
         new.setup(runner.ctx)
         new.load_state_dict(roundtrip(rule.state_dict()))
@@ -216,16 +219,7 @@ DANN_EXTRA_RULES = {
 
 @pytest.mark.parametrize("rules", list(DANN_EXTRA_RULES))
 def test_replay_rules_keep_the_contract_on_dann(tmp_path, monkeypatch, rules):
-    proto = load_protocol(protocol(DANN_EXTRA_RULES[rules], "ei-rnn-dann"))
-    watch = ConstraintWatch(monkeypatch)
-    runner = Runner(proto, tmp_path)
-    watch.watch(runner)
-    runner.execute()
-    assert watch.steps > 0
-    assert watch.violations == [], sorted(set(watch.violations))
-    assert runner.model.check_constraints() == [] and fixed_synapse_changes(runner.model) == []
-    assert np.isfinite(np.array(runner.rd.read_json("summary.json")["accuracy_matrix"])).all()
-    check_dann_state(runner)
+    check_dann_state(run_keeping_the_contract(tmp_path, monkeypatch, DANN_EXTRA_RULES[rules], "ei-rnn-dann"))
 
 
 def test_supermask_refuses_a_dann_network_clearly(tmp_path):

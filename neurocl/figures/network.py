@@ -41,6 +41,17 @@ def _per_run(df: pd.DataFrame, art, draw) -> list[Output]:
     return outputs
 
 
+def complex_plane(ax, lim: float) -> None:
+    """A square, equal-aspect eigenvalue panel from -lim to lim with its axes drawn faintly."""
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", linewidth=0.5, zorder=0)
+    ax.axvline(0, color="0.85", linewidth=0.5, zorder=0)
+    ax.set_xlabel("Re λ")
+    ax.set_ylabel("Im λ")
+
+
 def _describe(run: pd.DataFrame) -> str:
     return f"{run['condition'].iat[0]}, seed {D.format_value(run['seed'].iat[0])}"
 
@@ -113,14 +124,7 @@ def spectrum(df: pd.DataFrame, art) -> list[Output]:
         ax.add_patch(Circle((0, 0), rho, fill=False, color="black", linestyle="--", label=f"spectral radius {rho:.3f}"))
         ax.add_patch(Circle((0, 0), 1.0, fill=False, color="0.6", linestyle=":", label="unit circle"))
         ax.scatter(t["real"], t["imag"], s=8, color=E_COLOR, linewidths=0, zorder=3, label="eigenvalues")
-        lim = 1.1 * max(rho, 1.0)
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-        ax.axhline(0, color="0.85", linewidth=0.5, zorder=0)
-        ax.axvline(0, color="0.85", linewidth=0.5, zorder=0)
-        ax.set_xlabel("Re λ")
-        ax.set_ylabel("Im λ")
+        complex_plane(ax, 1.1 * max(rho, 1.0))
         fig.legend(loc="outside lower center", ncols=2)
         ax.set_title(f"Spectrum of W_rec, run {rid}\n{_describe(run)}; from {net.source}")
         return Output(fig, t.assign(source=net.source), [rid], suffix=rid)

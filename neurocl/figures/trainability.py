@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.patches import Circle
 
 from ..analysis.trainability import nse, singular_values
-from .network import _describe, _per_run, spectrum_table
+from .network import _describe, _per_run, complex_plane, spectrum_table
 from .registry import Output, register
 from .style import new_figure
 
@@ -59,14 +59,7 @@ def trainability(df: pd.DataFrame, art) -> list[Output]:
         sv_ax.set_ylabel("singular value of W_rec")
         sv_ax.legend()
         ev_ax.add_patch(Circle((0, 0), 1.0, fill=False, color="0.4", linestyle=":", label="unit circle"))
-        lim *= 1.1
-        ev_ax.set_xlim(-lim, lim)
-        ev_ax.set_ylim(-lim, lim)
-        ev_ax.set_aspect("equal")
-        ev_ax.axhline(0, color="0.85", linewidth=0.5, zorder=0)
-        ev_ax.axvline(0, color="0.85", linewidth=0.5, zorder=0)
-        ev_ax.set_xlabel("Re λ")
-        ev_ax.set_ylabel("Im λ")
+        complex_plane(ev_ax, 1.1 * lim)
         ev_ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside: the points fill the panel
         fig.suptitle(f"W_rec at init and after training, run {rid}\n{_describe(run)}; trained: {nets['trained'].source}")
         return Output(fig, data, [rid], suffix=rid)
