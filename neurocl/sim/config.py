@@ -127,18 +127,18 @@ class EIRNNConfig(Strict):
             raise ValueError("with Dale's law, input and output weight ranges must be non-negative")
         if isinstance(self.tau, list) and len(self.tau) != self.n:
             raise ValueError(f"tau lists one time constant per unit: {len(self.tau)} given for n = {self.n}")
-        tau_min = min(self.taus)
+        taus = self.taus
+        tau_min = min(taus)
         if self.dt > tau_min:
             raise ValueError(f"dt {self.dt} is larger than tau {tau_min}: the Euler step (a = dt/tau = "
                              f"{self.dt / tau_min:.3g}) would overshoot; use dt <= tau")
         if self.train_tau and not self.dt < self.tau_max:
             raise ValueError(f"train_tau keeps tau in [dt, tau_max]: tau_max {self.tau_max} must exceed dt {self.dt}")
-        if self.train_tau and max(self.taus) >= self.tau_max:
-            raise ValueError(f"train_tau: tau {max(self.taus):g} must lie below tau_max {self.tau_max:g}")
-        dann = self.constraint == "dale" and self.dale == "dann"
-        if dann != (self.init == "dann"):
+        if self.train_tau and max(taus) >= self.tau_max:
+            raise ValueError(f"train_tau: tau {max(taus):g} must lie below tau_max {self.tau_max:g}")
+        if self.is_dann != (self.init == "dann"):
             raise ValueError("dale: dann goes with init: dann, and init: dann with dale: dann (set both)"
-                             if dann else "init: dann needs dale: dann (and constraint: dale)")
+                             if self.is_dann else "init: dann needs dale: dann (and constraint: dale)")
         return self
 
     @property

@@ -35,19 +35,21 @@ def unit_signs(cfg: EIRNNConfig) -> np.ndarray:
     return sign
 
 
+def _block_probability(cfg: EIRNNConfig, block: str) -> float:
+    p = cfg.p_connect
+    return getattr(p, block) if isinstance(p, BlockProbabilities) else p
+
+
 def connection_mask(cfg: EIRNNConfig, rng: np.random.Generator) -> np.ndarray:
     n, n_e = cfg.n, cfg.n_exc
-    p = cfg.p_connect
-    if not isinstance(p, BlockProbabilities):
-        p = BlockProbabilities(EE=p, EI=p, IE=p, II=p)
     prob = np.empty((n, n))
     post_e, pre_e = slice(0, n_e), slice(0, n_e)
     post_i, pre_i = slice(n_e, n), slice(n_e, n)
     # Block names read presynaptic-to-postsynaptic as "post pre": EI = onto E from I.
-    prob[post_e, pre_e] = p.EE
-    prob[post_e, pre_i] = p.EI
-    prob[post_i, pre_e] = p.IE
-    prob[post_i, pre_i] = p.II
+    prob[post_e, pre_e] = _block_probability(cfg, "EE")
+    prob[post_e, pre_i] = _block_probability(cfg, "EI")
+    prob[post_i, pre_e] = _block_probability(cfg, "IE")
+    prob[post_i, pre_i] = _block_probability(cfg, "II")
     mask = (rng.random((n, n)) < prob).astype(np.float64)
     if not cfg.self_connections:
         np.fill_diagonal(mask, 0.0)
@@ -103,11 +105,6 @@ def _dann_pathway(rng, n_post: int, n_pre: int, n_i: int, numerator: float, ex_m
     sums = w_ei.sum(axis=1, keepdims=True)
     w_ei = np.divide(w_ei, sums, out=np.zeros_like(w_ei), where=sums > 0)
     return w_ex, w_ix, w_ei
-
-
-def _block_probability(cfg: EIRNNConfig, block: str) -> float:
-    p = cfg.p_connect
-    return getattr(p, block) if isinstance(p, BlockProbabilities) else p
 
 
 def dann_network(cfg: EIRNNConfig, rng: np.random.Generator) -> InitialNetwork:

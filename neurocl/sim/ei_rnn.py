@@ -68,12 +68,13 @@ class EIRNN(Model):
     # ---------------------------------------------------------------- weights
     def effective_weights(self) -> dict[str, torch.Tensor]:
         c = self.config
+        dann = {k: getattr(self, k) for k in self.dann_factors}
+        masks = {k: getattr(self, k + "_mask") for k in self.dann_factors}
         return effective_weights(
             W_in=self.W_in, W_rec=self.W_rec, W_out=self.W_out,
             plastic=self.plastic_mask, w_fixed=self.w_fixed, sign=self.sign,
             phi=c.phi, constraint=c.constraint, readout=c.readout,
-            dann={k: getattr(self, k) for k in self.dann_factors} if self.dann_factors else None,
-            dann_masks={k: getattr(self, k + "_mask") for k in self.dann_factors} if self.dann_factors else None,
+            dann=dann or None, dann_masks=masks or None,
         )
 
     def plasticity_masks(self) -> dict[str, torch.Tensor]:
@@ -108,11 +109,10 @@ class EIRNN(Model):
     def check_constraints(self) -> list[str]:
         problems = []
         with torch.no_grad():
-            w = self.effective_weights()
             absent = self.connectivity_mask == 0
             if self.dann_factors:
-                problems += self._dann_problems(absent)
-                return problems
+                return self._dann_problems(absent)
+            w = self.effective_weights()
             if torch.any(w["W_rec"][absent] != 0):
                 problems.append("absent recurrent connections are not exactly 0")
             if self.config.constraint == "dale":
@@ -133,7 +133,7 @@ class EIRNN(Model):
         rec = self.plastic_mask * self.W_rec + self.w_fixed
         if torch.any(f(rec)[absent] != 0):
             problems.append("absent E->E connections are not exactly 0")
-        for name, (raw, mask) in self.constrained_factors().items():
+        for name, (raw, _) in self.constrained_factors().items():
             magnitude = f(rec if name == "W_rec" else raw)
             if torch.any(magnitude < 0):
                 problems.append(f"the DANN factor {name} has a negative weight")
@@ -154,16 +154,19 @@ class EIRNN(Model):
         backend = backend or self.config.backend
         if backend not in ("auto", "torch", "numba"):
             raise ValueError(f"unknown backend '{backend}' (auto, torch or numba)")
-        if backend == "auto" and not self.numba_supported():
-            return "torch"
         if backend == "auto":
             device = self.W_rec.device if device is None else device
-            return "numba" if device.type == "cpu" else "torch"
+            return "numba" if device.type == "cpu" and self.numba_supported() else "torch"
         return backend
 
     def numba_supported(self) -> bool:
         """Whether the numba kernels simulate this configuration (they take a single leak)."""
         return self.config.scalar_tau
+
+    def require_numba(self) -> None:
+        if not self.numba_supported():
+            raise ValueError("the numba backend takes one tau for all units; run per-unit or trained tau "
+                             "on backend 'torch' (or 'auto', which picks it)")
 
     def _as_sequence(self, u: torch.Tensor) -> torch.Tensor:
         """(batch, n_in) as one step, in the model's dtype: (batch, time, n_in)."""
@@ -183,9 +186,7 @@ class EIRNN(Model):
         u = self._as_sequence(u)
         batch, steps, _ = u.shape
         if self.resolved_backend(u.device, backend) == "numba":
-            if not self.numba_supported():
-                raise ValueError("the numba backend takes one tau for all units; per-unit or trained tau "
-                                 "runs on backend: torch (or auto)")
+            self.require_numba()
             # The fused numba kernel (forward and backward through time); same z and states.
             from .train_kernel import kernel_forward
 

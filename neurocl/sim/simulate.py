@@ -82,9 +82,7 @@ def simulate(
         raise ValueError(f"unknown backend '{backend}' (torch, numba or auto)")
 
     c = model.config
-    if not model.numba_supported():
-        raise ValueError("the numba backend takes one tau for all units; simulate per-unit or trained tau "
-                         "with backend='torch' (or 'auto')")
+    model.require_numba()
     with torch.no_grad():
         w = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=dtype)
              for k, v in model.effective_weights().items()}
