@@ -59,10 +59,12 @@ def test_every_kind_of_named_thing_uses_it():
     from neurocl.figures.registry import FIGURES
     from neurocl.nets.base import MODEL_KINDS
     from neurocl.rules import RULES
+    from neurocl.sim.backends import BACKENDS
     from neurocl.sweep_cli import EXECUTORS
 
     for reg, expected in ((RULES, {"naive", "ewc", "si", "supermask"}), (MODEL_KINDS, {"ei-rnn", "lstm", "mlp", "masked-mlp"}),
                           (DATASETS, {"digits", "mnist-t10k", "mnist", "fashion-mnist"}),
-                          (FIGURES, {"accuracy-matrix", "weight-moments"}), (EXECUTORS, {"local", "slurm"})):
+                          (FIGURES, {"accuracy-matrix", "weight-moments"}), (EXECUTORS, {"local", "slurm"}),
+                          (BACKENDS, {"torch", "numba"})):
         assert isinstance(reg, Registry) and expected <= set(reg), reg
     assert "neurocl.rules.consolidation" in sys.modules  # loaded by the lookups above

@@ -249,8 +249,8 @@ def _train_and_simulate(dtype: str):
     neurocl.simulate(m, np.random.rand(4, 6, 5), seed=1)
 
 
-KERNELS = ("[train_kernel.forward_kernel, train_kernel.bptt_kernel, train_kernel.weight_grad_kernel, "
-           "kernels.simulate_kernel]")
+# Training and simulation share kernels.forward_kernel (the one Euler forward).
+KERNELS = "[kernels.forward_kernel, train_kernel.bptt_kernel, train_kernel.weight_grad_kernel]"
 CACHE_SCRIPT = f"""
 import json, time
 t0 = time.perf_counter()
@@ -276,7 +276,7 @@ def _start(dtype: str, env: dict) -> dict:
 def test_a_new_process_loads_the_kernels_from_the_cache():
     _train_and_simulate("float32")  # fills the cache if earlier tests or runs have not
     report = _start("float32", dict(os.environ))
-    assert report["misses"] == [0, 0, 0, 0], report
+    assert report["misses"] == [0, 0, 0], report
     assert all(h > 0 for h in report["hits"]), report
 
 
@@ -287,5 +287,5 @@ def test_cold_start_compiles_once(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
     cold = _start("float64", env)
     warm = _start("float64", env)
-    assert all(m > 0 for m in cold["misses"]) and warm["misses"] == [0, 0, 0, 0], (cold, warm)
+    assert all(m > 0 for m in cold["misses"]) and warm["misses"] == [0, 0, 0], (cold, warm)
     assert warm["seconds"] < cold["seconds"] / 3, (cold, warm)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config import Strict
+from .backends import check_backend_name
 
 
 class BlockProbabilities(Strict):
@@ -113,8 +114,14 @@ class EIRNNConfig(Strict):
     # Pascanu et al. 2013 vanishing-gradient regulariser weight (study R1 uses 2).
     omega_lambda: float = Field(0.0, ge=0)
 
-    backend: Literal["auto", "torch", "numba"] = "auto"
+    # 'auto' or a name in neurocl.sim.backends.BACKENDS (torch, numba).
+    backend: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        return check_backend_name(name)
 
     @model_validator(mode="after")
     def _check(self):

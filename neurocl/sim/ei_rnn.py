@@ -1,4 +1,4 @@
-"""The E/I rate network, torch backend.
+"""The E/I rate network: parameters, effective weights, and the dynamics its backends run.
 
 Per step (batch first, a = dt / tau)::
 
@@ -9,7 +9,6 @@ Per step (batch first, a = dt / tau)::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,8 @@ import torch
 from torch import nn
 
 from ..nets.base import MODEL_KINDS, Model
-from .activations import ACTIVATIONS, activation_derivative
+from .activations import activation_derivative
+from .backends import BACKENDS, Backend, select_backend
 from .config import EIRNNConfig
 from .connectivity import initial_network
 from .weights import PHI, effective_weights
@@ -149,24 +149,19 @@ class EIRNN(Model):
             "in": torch.randn(batch, steps, c.n_in, generator=generator, device=dev, dtype=dt),
         }
 
+    def backend(self, device: torch.device | None = None, backend: str | None = None) -> Backend:
+        """The backend that runs this network on ``device`` (default: its weights' device):
+        ``backend`` or the configured one; ``auto`` picks numba for CPU tensors when it can."""
+        device = self.W_rec.device if device is None else device
+        return select_backend(self, device, backend or self.config.backend)
+
     def resolved_backend(self, device: torch.device | None = None, backend: str | None = None) -> str:
-        """'torch' or 'numba': ``auto`` picks numba for CPU tensors and torch on CUDA."""
-        backend = backend or self.config.backend
-        if backend not in ("auto", "torch", "numba"):
-            raise ValueError(f"unknown backend '{backend}' (auto, torch or numba)")
-        if backend == "auto":
-            device = self.W_rec.device if device is None else device
-            return "numba" if device.type == "cpu" and self.numba_supported() else "torch"
-        return backend
+        """The name of :meth:`backend`."""
+        return self.backend(device, backend).name
 
     def numba_supported(self) -> bool:
         """Whether the numba kernels simulate this configuration (they take a single leak)."""
-        return self.config.scalar_tau
-
-    def require_numba(self) -> None:
-        if not self.numba_supported():
-            raise ValueError("the numba backend takes one tau for all units; run per-unit or trained tau "
-                             "on backend 'torch' (or 'auto', which picks it)")
+        return BACKENDS.lookup("numba").unsupported(self, None) is None
 
     def _as_sequence(self, u: torch.Tensor) -> torch.Tensor:
         """(batch, n_in) as one step, in the model's dtype: (batch, time, n_in)."""
@@ -180,79 +175,23 @@ class EIRNN(Model):
         ``noise``: None draws fresh noise (when ``self.noise``), False disables it, or a dict
         ``{"rec": (B, T, n), "in": (B, T, n_in)}`` of standard normals to use, or ``{"seed": int}``
         (the normals :func:`neurocl.sim.train_kernel.kernel_noise` returns, which the numba
-        backend draws inside its kernel). ``backend`` overrides the configured one for this call.
+        backend draws inside its kernel). ``backend`` overrides the configured one for this call
+        (a name in :data:`neurocl.sim.backends.BACKENDS`, or ``auto``).
         """
-        c = self.config
         u = self._as_sequence(u)
-        batch, steps, _ = u.shape
-        if self.resolved_backend(u.device, backend) == "numba":
-            self.require_numba()
-            # The fused numba kernel (forward and backward through time); same z and states.
-            from .train_kernel import kernel_forward
+        return self.backend(u.device, backend).forward(self, u, noise, return_states)
 
-            z, states = kernel_forward(self, u, noise)
-            return (z, states) if return_states else z
-        if isinstance(noise, dict) and "seed" in noise:
-            # The numba kernel's normals for this seed, so that both backends agree.
-            from .train_kernel import kernel_noise
-
-            noise = {k: v.to(u.device) for k, v in kernel_noise(self, batch, steps, noise["seed"]).items()}
-        if noise is None:
-            noise = self.draw_noise(batch, steps) if self.noise else False
-        w = self.effective_weights()
-        a = self.alpha
-        f = ACTIVATIONS[c.activation]
-
-        u_tilde = u
-        if noise is not False and c.sigma_in > 0:
-            u_tilde = u + math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in * noise["in"]
-        if c.rectify_inputs:
-            u_tilde = torch.relu(u_tilde)
-        drive = u_tilde @ w["W_in"].T + self.b_rec  # (B, T, n)
-        if noise is not False and c.sigma_rec > 0:
-            scale = math.sqrt(2 * a) if isinstance(a, float) else torch.sqrt(2 * a)
-            rec_noise = scale * c.sigma_rec * noise["rec"]
-        else:
-            rec_noise = None
-
-        x = self.x0.expand(batch, c.n)
-        r = f(x)
-        xs, rs = [], []
-        w_rec_t = w["W_rec"].T
-        # unbind, not drive[:, t]: the backward of T indexings writes T full-size zero tensors
-        # (O(T^2) memory traffic; it halved GPU throughput at N = 4096), unbind's is one stack.
-        drive_t = drive.unbind(1)
-        noise_t = rec_noise.unbind(1) if rec_noise is not None else None
-        for t in range(steps):
-            x = (1 - a) * x + a * (r @ w_rec_t + drive_t[t])
-            if noise_t is not None:
-                x = x + noise_t[t]
-            r = f(x)
-            xs.append(x)
-            rs.append(r)
-        r_all = torch.stack(rs, dim=1)
-        z = r_all @ w["W_out"].T + self.b_out
-        if return_states:
-            return z, {"x": xs, "r": r_all}
-        return z
-
-    # The fused numba training path (FusedLoss); switch off to compare with the general path.
+    # The fused training path of a backend that has one; switch off to compare with the general path.
     use_fused_loss: bool = True
 
     def fused_loss(self, u: torch.Tensor, loss_of_z):
-        """The numba backend's fused training step (see :class:`~neurocl.sim.train_kernel.FusedLoss`).
-
-        Used when the backend resolves to numba, gradients are on and none is asked of the
-        input; the states then hold only what :meth:`regulariser` needs (Omega, already computed).
-        """
+        """(loss, z, states) from the backend's fused training step (the numba backend has one),
+        or None. Used when gradients are on and none is asked of the input; the states then hold
+        only what :meth:`regulariser` needs (Omega, already computed)."""
         u = self._as_sequence(u)
-        if (not self.use_fused_loss or not torch.is_grad_enabled() or u.requires_grad
-                or self.resolved_backend(u.device) != "numba"):
+        if not self.use_fused_loss or not torch.is_grad_enabled() or u.requires_grad:
             return None
-        from .train_kernel import kernel_fused_loss
-
-        loss, omega, z = kernel_fused_loss(self, u, loss_of_z, want_omega=self.config.omega_lambda != 0)
-        return loss, z, {"omega": omega}
+        return self.backend(u.device).fused_loss(self, u, loss_of_z)
 
     # ---------------------------------------------------------------- Omega
     def regulariser(self, loss: torch.Tensor, states: dict[str, Any] | None) -> torch.Tensor:

@@ -48,7 +48,7 @@ from numba import njit, prange
 from torch.autograd.function import once_differentiable
 
 from .kernels import (
-    ACTIVATION_CODES, NOISE_GIVEN, NOISE_KERNEL, NOISE_OFF, act_row, dact_row, fill_normal, stream_key,
+    ACTIVATION_CODES, NOISE_GIVEN, NOISE_KERNEL, NOISE_OFF, dact_row, forward_kernel, stream_key,
 )
 
 
@@ -63,107 +63,6 @@ from .kernels import (
 @njit(cache=True)
 def _chunk(c, n_chunks, batch):
     return c * batch // n_chunks, (c + 1) * batch // n_chunks
-
-
-@njit(cache=True, error_model="numpy")
-def _forward_chunk(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_scale, rectify,
-                   w_in_t, w_rec_t, w_out_t, b_rec, b_out, x0, alpha, keep, act, n_chunks,
-                   us, xs, rs, zs, c):
-    batch, steps, n_in = u.shape
-    n = w_rec_t.shape[0]
-    n_out = w_out_t.shape[1]
-    rows = steps + 1
-    use_in = noise_mode != NOISE_OFF and in_scale != 0
-    use_rec = noise_mode != NOISE_OFF and rec_scale != 0
-    b0, b1 = _chunk(c, n_chunks, batch)
-    nb = b1 - b0
-    uc = us[b0:b1]
-    xc = xs[b0:b1]
-    rc = rs[b0:b1]
-    # Noise for the chunk: the given arrays, or this chunk's slice of the kernel's streams.
-    if noise_mode == NOISE_GIVEN:
-        nin = xi_in[b0:b1]
-        nrec = xi_rec[b0:b1]
-    else:
-        nin = np.empty((nb if use_in else 0, steps, n_in), dtype=us.dtype)
-        nrec = np.empty((nb if use_rec else 0, steps, n), dtype=us.dtype)
-        if use_in:
-            fill_normal(nin.reshape(-1), key_in, b0 * steps * n_in)
-        if use_rec:
-            fill_normal(nrec.reshape(-1), key_rec, b0 * steps * n)
-    for b in range(nb):
-        for t in range(steps):
-            src = u[b0 + b, t]
-            dst = uc[b, t]
-            if use_in:
-                nz = nin[b, t]
-                for k in range(n_in):
-                    dst[k] = src[k] + in_scale * nz[k]
-            else:
-                for k in range(n_in):
-                    dst[k] = src[k]
-            if rectify:
-                for k in range(n_in):
-                    v = dst[k]
-                    dst[k] = v if v > 0 else v * 0
-        for k in range(n_in):
-            uc[b, steps, k] = 0
-    # The input drive of every step at once: one large matrix product.
-    drive = np.empty((nb * rows, n), dtype=us.dtype)
-    np.dot(uc.reshape(nb * rows, n_in), w_in_t, drive)
-    r_prev = np.empty((nb, n), dtype=us.dtype)
-    rec = np.empty((nb, n), dtype=us.dtype)
-    for b in range(nb):
-        xb = xc[b, 0]
-        rb = rc[b, 0]
-        for i in range(n):
-            xb[i] = x0[i]
-        act_row(xb, rb, act)
-        for i in range(n):
-            r_prev[b, i] = rb[i]
-    for t in range(1, rows):
-        np.dot(r_prev, w_rec_t, rec)
-        for b in range(nb):
-            xt = xc[b, t]
-            xp = xc[b, t - 1]
-            rr = rec[b]
-            dd = drive[b * rows + t - 1]
-            if use_rec:
-                nz = nrec[b, t - 1]
-                for i in range(n):
-                    xt[i] = keep * xp[i] + alpha * (rr[i] + (dd[i] + b_rec[i])) + rec_scale * nz[i]
-            else:
-                for i in range(n):
-                    xt[i] = keep * xp[i] + alpha * (rr[i] + (dd[i] + b_rec[i]))
-            rt = rc[b, t]
-            act_row(xt, rt, act)
-            rp = r_prev[b]
-            for i in range(n):
-                rp[i] = rt[i]
-    zc = zs[b0:b1].reshape(nb * rows, n_out)
-    np.dot(rc.reshape(nb * rows, n), w_out_t, zc)
-    for j in range(nb * rows):
-        for k in range(n_out):
-            zc[j, k] += b_out[k]
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def forward_kernel(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_scale, rectify,
-                   w_in, w_rec, w_out, b_rec, b_out, x0, alpha, keep, act, n_chunks,
-                   us, xs, rs, zs):
-    """Integrate the network; fills us, xs, rs (B, T + 1, .) and zs (B, T + 1, n_out).
-
-    noise_mode: 0 none; 1 xi_in, xi_rec given (B, T, .); 2 drawn here from key_in, key_rec.
-    A scale of 0 switches that noise source off. One batch chunk per thread.
-    """
-    # Transposed copies: BLAS runs these small products fastest with both operands row-major.
-    w_in_t = np.ascontiguousarray(w_in.T)
-    w_rec_t = np.ascontiguousarray(w_rec.T)
-    w_out_t = np.ascontiguousarray(w_out.T)
-    for c in prange(n_chunks):
-        _forward_chunk(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_scale, rectify,
-                       w_in_t, w_rec_t, w_out_t, b_rec, b_out, x0, alpha, keep, act, n_chunks,
-                       us, xs, rs, zs, c)
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -508,7 +407,7 @@ def _run_forward(tape: Tape, u, w_in, w_rec, b_rec, x0, noise: dict) -> None:
             dt.type(noise["in_scale"]), dt.type(noise["rec_scale"]), tape.rectify,
             tape.w_in, tape.w_rec, tape.w_out, _np(b_rec), noise["b_out"], _np(x0),
             tape.alpha, tape.keep, tape.act, tape.n_chunks,
-            tape.us, tape.xs, tape.rs, tape.zs,
+            True, True, 1, tape.us, tape.xs, tape.rs, tape.zs,
         )
 
 
