@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, WithJsonSchema, create_model, field_valid
 from pydantic_core import PydanticCustomError
 
 from .config import ConfigError, Strict, Located, load_yaml, parse_override, set_dotted, validate
+from .data.transforms import TASK_TRANSFORMS
 
 
 class DatasetConfig(Strict):
@@ -32,18 +33,24 @@ class DatasetConfig(Strict):
     steps: int | None = Field(None, ge=2)
 
 
-class TaskConfig(Strict):
+class _TaskFields(Strict):
     name: str | None = None
     classes: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     relabel: dict[str, Any] | None = None
-    permutation_seed: int | Literal["identity"] | None = None
-    rotation: float | None = None
     # Epochs for this task; None uses training.epochs (study R5's EWC run: 3 on A, 9 on B).
     epochs: int | None = Field(None, ge=1)
     # Cognitive datasets only: the NeuroGym environment (e.g. PerceptualDecisionMaking) and
     # the keyword arguments of its constructor (dt, timing, ...); see neurocl/data/cognitive.py.
     env: str | None = None
     env_kwargs: dict[str, Any] | None = None
+
+
+# A task's schema: the fields above plus one key per registered image transform
+# (permutation_seed, rotation, ...; neurocl/data/transforms.py), each None (off) by default.
+TaskConfig = create_model(
+    "TaskConfig", __base__=_TaskFields, __module__=__name__,
+    **{t.name: (t.annotation, Field(None, description=t.description)) for t in TASK_TRANSFORMS.values()},
+)
 
 
 class OptimizerConfig(Strict):

@@ -75,3 +75,15 @@ def test_an_unknown_backend_is_a_config_error_with_a_did_you_mean(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_protocol(proto)
     assert "numbaa" in str(err.value) and "did you mean 'numba'" in str(err.value)
+
+
+def test_no_module_branches_on_a_backend_name():
+    """The table is the only place a backend is chosen: no `backend == "numba"` anywhere."""
+    import re
+    from pathlib import Path
+
+    pattern = re.compile(r"""[!=]=\s*["'](numba|torch)["']|["'](numba|torch)["']\s*[!=]=""")
+    root = Path(neurocl.__file__).parent
+    offenders = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []

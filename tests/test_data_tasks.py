@@ -152,6 +152,29 @@ def test_rotation_task_keeps_non_negative_inputs(digits):
     assert task.meta["rotation"] == 40.0
 
 
+def test_image_transforms_come_from_their_registry(digits, monkeypatch):
+    from neurocl.data.errors import DataError
+    from neurocl.data.transforms import TASK_TRANSFORMS, ImageTransform
+    from neurocl.protocol import TaskConfig
+
+    # The protocol's task keys are the registered transforms (plus the task's own fields).
+    assert {"rotation", "permutation_seed"} <= set(TASK_TRANSFORMS)
+    assert set(TASK_TRANSFORMS) <= set(TaskConfig.model_fields)
+    # A new transform is a function and a registration; build_task applies it, after
+    # the ones with a lower order, and records its value.
+    invert = ImageTransform("invert", bool | None, lambda x, on: 16.0 - x if on else x, order=30)
+    monkeypatch.setitem(TASK_TRANSFORMS._entries, "invert", invert)
+    plain = build_task(digits, name="a", encoding="flat")
+    inverted = build_task(digits, name="b", encoding="flat", invert=True)
+    np.testing.assert_array_equal(inverted.train.x.numpy(), 16.0 - plain.train.x.numpy())
+    assert inverted.meta["invert"] is True and plain.meta["invert"] is None
+    both = build_task(digits, name="c", encoding="flat", permutation_seed=3, invert=True)
+    p = pixel_permutation(3, 64)
+    np.testing.assert_array_equal(both.train.x[:, 0].numpy(), 16.0 - plain.train.x[:, 0].numpy()[:, p])
+    with pytest.raises(DataError, match="unknown task transform 'rotaton' \\(did you mean 'rotation'"):
+        build_task(digits, name="d", rotaton=10.0)
+
+
 @pytest.mark.parametrize(
     "classes, relabel, expected",
     [

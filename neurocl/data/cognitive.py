@@ -319,7 +319,9 @@ def cognitive_problems(proto, model_cfg) -> list[tuple[tuple, str, str]]:
     """(location, key, message) for every problem of a cognitive protocol (check_protocol's part)."""
     problems: list[tuple[tuple, str, str]] = []
     specs: list[EnvSpec | None] = []
-    image_only = ("classes", "relabel", "permutation_seed", "rotation")
+    from .transforms import TASK_TRANSFORMS
+
+    image_only = ("classes", "relabel", *TASK_TRANSFORMS)
     for i, t in enumerate(proto.tasks):
         for key in image_only:
             if getattr(t, key, None) is not None:

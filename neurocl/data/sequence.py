@@ -6,6 +6,7 @@ import torch
 
 from .datasets import load_dataset
 from .tasks import Task, TaskSplit, build_task
+from .transforms import TASK_TRANSFORMS
 
 
 def build_tasks(proto) -> tuple[list[Task], str]:
@@ -21,9 +22,9 @@ def build_tasks(proto) -> tuple[list[Task], str]:
         name = t.name or (f"task{i}" if t.classes is None else "-".join(map(str, t.classes)))
         tasks.append(
             build_task(
-                raw, name=name, classes=t.classes, relabel=t.relabel, permutation_seed=t.permutation_seed,
-                rotation=t.rotation, encoding=ds.encoding, normalise=ds.normalise,
-                max_train=ds.max_train, max_test=ds.max_test, subset_seed=ds.subset_seed,
+                raw, name=name, classes=t.classes, relabel=t.relabel, encoding=ds.encoding,
+                normalise=ds.normalise, max_train=ds.max_train, max_test=ds.max_test, subset_seed=ds.subset_seed,
+                **{key: getattr(t, key) for key in TASK_TRANSFORMS},
             )
         )
     return tasks, str(getattr(raw, "source", raw.name))

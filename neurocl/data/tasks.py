@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,14 +20,7 @@ from .datasets import RawDataset
 from .encodings import encode, standardisation_stats
 from .errors import DataError
 from .splits import stratified_sample
-from .transforms import (
-    apply_map,
-    class_indices,
-    permute_pixels,
-    pixel_permutation,
-    relabel_map,
-    rotate_images,
-)
+from .transforms import TASK_TRANSFORMS, apply_map, class_indices, image_transforms, relabel_map
 
 
 def _as_index(idx) -> torch.Tensor | slice:
@@ -123,8 +117,7 @@ def _prepare(
     limit: int | None,
     seed: int,
     mapping: dict[int, int],
-    perm: np.ndarray,
-    rotation: float | None,
+    transforms: list,
     encoding: str,
     normalise: str,
     stats,
@@ -132,10 +125,8 @@ def _prepare(
     if limit is not None:
         keep = keep[stratified_sample(labels[keep], limit, seed)]
     x, orig = images[keep], labels[keep]
-    if rotation:
-        x = rotate_images(x, rotation)
-    # Rotate, then permute: a permuted task scrambles whatever image it is given.
-    x = permute_pixels(x, perm)
+    for transform, value in transforms:
+        x = transform.apply(x, value)
     return TaskSplit(
         x=encode(x, encoding, normalise, stats),
         y=torch.from_numpy(apply_map(orig, mapping)),
@@ -150,16 +141,18 @@ def build_task(
     name: str,
     classes: Sequence[int] | None = None,
     relabel: Mapping | None = None,
-    permutation_seed: int | str | None = None,
-    rotation: float | None = None,
     encoding: str = "rows",
     normalise: str = "none",
     max_train: int | None = None,
     max_test: int | None = None,
     subset_seed: int = 0,
     norm_stats: tuple[float, float] | None = None,
+    **transforms: Any,
 ) -> Task:
-    """Build one task from a dataset: select classes, relabel, permute/rotate, encode.
+    """Build one task from a dataset: select classes, relabel, transform the images, encode.
+
+    ``transforms``: values of the registered image transforms (``rotation=40.0``,
+    ``permutation_seed=7``; :data:`~neurocl.data.transforms.TASK_TRANSFORMS`); None is off.
 
     ``classes`` defaults to all classes. ``max_train``/``max_test`` keep a
     deterministic class-stratified subset (seeded by ``subset_seed``).
@@ -172,14 +165,12 @@ def build_task(
     tr_keep = class_indices(raw.train_labels, classes, f"{raw.name} (train)")
     te_keep = class_indices(raw.test_labels, classes, f"{raw.name} (test)")
     mapping = relabel_map(classes, relabel)
-    h, w = raw.image_shape
-    perm = pixel_permutation(permutation_seed, h * w)
+    chosen = image_transforms(transforms)
     if normalise == "standard" and norm_stats is None:
         norm_stats = standardisation_stats(raw.train_images)
     common = dict(
         mapping=mapping,
-        perm=perm,
-        rotation=rotation,
+        transforms=chosen,
         encoding=encoding,
         normalise=normalise,
         stats=norm_stats,
@@ -192,8 +183,7 @@ def build_task(
         "classes_orig": sorted(classes),
         "label_map": dict(sorted(mapping.items())),
         "relabel": None if relabel is None else dict(relabel),
-        "permutation_seed": permutation_seed,
-        "rotation": None if rotation is None else float(rotation),
+        **{name: transforms.get(name) for name in TASK_TRANSFORMS},
         "encoding": encoding,
         "normalise": normalise,
         "norm_stats": norm_stats,

@@ -1,12 +1,52 @@
-"""Per-task transforms: class subsets, relabelling, pixel permutation, rotation."""
+"""Per-task transforms: class subsets, relabelling, and the registered image transforms
+(pixel permutation, rotation).
+
+An image transform is switched on by a task key of the same name in a protocol
+(``rotation: 45``); :data:`TASK_TRANSFORMS` holds them, and the protocol's task schema, the
+task builder and the checks of non-image datasets all read it. A new one is a function of the
+images and the key's value plus one registration::
+
+    TASK_TRANSFORMS.register(ImageTransform("blur", float | None, blur_images, order=30))
+
+(in this module, or in a module of its own added to the registry's module list).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+from ..registry import Registry
 from .errors import DataError
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """A per-task transform of the images, named by the task key that switches it on."""
+
+    name: str
+    annotation: Any  # the key's type in a protocol (None, the default, leaves the images alone)
+    apply: Callable[[np.ndarray, Any], np.ndarray]  # (images (n, H, W), value) -> images
+    order: int  # transforms apply in increasing order
+    description: str = ""
+
+
+TASK_TRANSFORMS: Registry[ImageTransform] = Registry("task transform", modules=("neurocl.data.transforms",))
+
+
+def image_transforms(values: Mapping[str, Any]) -> list[tuple[ImageTransform, Any]]:
+    """The registered transforms ``values`` switches on (value not None), in their order;
+    DataError for a name that is no registered transform."""
+    chosen = []
+    for name, value in values.items():
+        if name not in TASK_TRANSFORMS:
+            raise DataError(TASK_TRANSFORMS.unknown(name))
+        if value is not None:
+            chosen.append((TASK_TRANSFORMS[name], value))
+    return sorted(chosen, key=lambda tv: tv[0].order)
 
 
 def class_indices(
@@ -98,3 +138,21 @@ def rotate_images(images: np.ndarray, angle: float) -> np.ndarray:
     out = rotate(images, angle, axes=(1, 2), reshape=False, order=1, mode="constant", cval=0.0)
     # Interpolation rounding can leave values like -1e-9; E/I inputs must stay >= 0.
     return np.clip(out, 0.0, None).astype(np.float32)
+
+
+def _permute(images: np.ndarray, seed: Any) -> np.ndarray:
+    h, w = images.shape[1:]
+    return permute_pixels(images, pixel_permutation(seed, h * w))
+
+
+def _rotate(images: np.ndarray, angle: float) -> np.ndarray:
+    return rotate_images(images, angle) if angle else images
+
+
+# Rotate, then permute: a permuted task scrambles whatever image it is given.
+TASK_TRANSFORMS.register(ImageTransform(
+    "rotation", float | None, _rotate, order=10,
+    description="rotate each image by this many degrees, counter-clockwise (bilinear, zero fill)"))
+TASK_TRANSFORMS.register(ImageTransform(
+    "permutation_seed", int | Literal["identity"] | None, _permute, order=20,
+    description="shuffle the pixels by the permutation this seed draws ('identity': none)"))
