@@ -87,3 +87,13 @@ def test_no_module_branches_on_a_backend_name():
     offenders = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+def test_simulate_with_a_named_backend_runs_wherever_the_weights_are():
+    model = neurocl.build_model("ei-rnn-64")
+    u = np.random.default_rng(0).random((2, 5, 28), dtype=np.float32)
+    a = neurocl.simulate(model, u, backend="numba", noise=False)["z"]
+    b = neurocl.simulate(model, u, backend="torch", noise=False)["z"]
+    c = neurocl.simulate(model, u, backend="auto", noise=False)["z"]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(a, c)  # auto on CPU weights is numba

@@ -31,7 +31,8 @@ class Backend:
     auto_priority: int = 0
 
     def unsupported(self, model, device) -> str | None:
-        """Why this backend cannot run ``model`` on ``device`` (a sentence with the fix), or None."""
+        """Why this backend cannot run ``model`` on ``device`` (a sentence with the fix), or None.
+        ``device`` None: numpy in and out (simulation), wherever the weights are."""
         return None
 
     def forward(self, model, u, noise: Any, return_states: bool):
@@ -65,8 +66,13 @@ def check_backend_name(name: str) -> str:
 
 def select_backend(model, device, name: str) -> Backend:
     """The backend that runs ``model`` on ``device``: ``name``, or for ``auto`` the supporting
-    backend with the highest priority on that device type. ValueError when the named one cannot."""
+    backend with the highest priority on that device type (None: the CPU). ValueError when the
+    named one cannot."""
     if name == AUTO:
+        if device is None:
+            import torch  # not at the top: validating a config that names a backend needs no torch
+
+            device = torch.device("cpu")
         candidates = sorted((b for b in BACKENDS.values() if device.type in b.auto_devices),
                             key=lambda b: -b.auto_priority)
         for backend in candidates:

@@ -60,5 +60,7 @@ def simulate(
     u_np = np.asarray(u.detach().cpu().numpy() if isinstance(u, torch.Tensor) else u, dtype=dtype)
     if u_np.ndim == 2:
         u_np = u_np[:, None, :]
-    chosen = select_backend(model, model.W_rec.device, backend)
+    # A named backend simulates wherever the weights are (the numba kernels copy them to the
+    # CPU, as the inputs are numpy); auto decides by the weights' device.
+    chosen = select_backend(model, model.W_rec.device if backend == AUTO else None, backend)
     return chosen.simulate(model, np.ascontiguousarray(u_np), noise, seed, record)
