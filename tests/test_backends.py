@@ -55,13 +55,15 @@ def test_a_registered_backend_runs_the_network_and_agrees_with_torch(counting):
 
 def test_auto_picks_numba_on_cpu_when_it_can_and_torch_otherwise():
     numba_ok = neurocl.build_model("ei-rnn-64")
-    per_unit = neurocl.build_model("ei-rnn-64", tau=[2.0] * 64)
+    per_unit = neurocl.build_model("ei-rnn-64", tau=[2.0 + i / 8 for i in range(64)])
+    trained = neurocl.build_model("ei-rnn-64", tau=2.0, train_tau=True)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert select_backend(numba_ok, cpu, "auto").name == "numba"
     assert select_backend(numba_ok, cuda, "auto").name == "torch"  # numba is CPU only
-    assert select_backend(per_unit, cpu, "auto").name == "torch"  # numba takes one tau
-    with pytest.raises(ValueError, match="one tau for all units"):
-        select_backend(per_unit, cpu, "numba")
+    assert select_backend(per_unit, cpu, "auto").name == "numba"  # fixed taus, one per unit
+    assert select_backend(trained, cpu, "auto").name == "torch"  # numba has no gradient for tau
+    with pytest.raises(ValueError, match="fixed time constants"):
+        select_backend(trained, cpu, "numba")
     with pytest.raises(ValueError, match="CPU tensors only"):
         select_backend(numba_ok, cuda, "numba")
 

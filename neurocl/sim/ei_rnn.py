@@ -220,7 +220,11 @@ class EIRNN(Model):
         w_rec = self.effective_weights()["W_rec"]
         v_next = v[:, 1:]
         fprime = activation_derivative(self.config.activation, x[:, :-1])
-        propagated = (1 - a) * v_next + a * (v_next @ w_rec) * fprime
+        if isinstance(a, float):
+            propagated = (1 - a) * v_next + a * (v_next @ w_rec) * fprime
+        else:
+            # a per unit belongs to the postsynaptic unit: v^T J = (1 - a) v + ((a v) W) f'(x).
+            propagated = (1 - a) * v_next + ((a * v_next) @ w_rec) * fprime
         num = propagated.norm(dim=-1)
         den = v_next.norm(dim=-1)
         valid = den > 1e-20

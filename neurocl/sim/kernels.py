@@ -369,7 +369,7 @@ def _forward_chunk(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_
     pre = off == 1
     n_z = m_dim - n  # readout columns in the per-step product: n_out, or 0
     use_in = noise_mode != NOISE_OFF and in_scale != 0
-    use_rec = noise_mode != NOISE_OFF and rec_scale != 0
+    use_rec = noise_mode != NOISE_OFF and rec_scale[0] != 0  # sqrt(2 a_i) sigma_rec: all 0 or none
     b0 = c * batch // n_chunks
     b1 = (c + 1) * batch // n_chunks
     nb = b1 - b0
@@ -463,13 +463,13 @@ def _forward_chunk(u, xi_in, xi_rec, key_in, key_rec, noise_mode, in_scale, rec_
                     out[b, i] = out[b, i] + b_rec[i]
             if use_rec and noise_mode == NOISE_GIVEN:
                 for i in range(n):
-                    x[b, i] = keep * x[b, i] + alpha * out[b, i] + rec_scale * xi_rec[bb, t, i]
+                    x[b, i] = keep[i] * x[b, i] + alpha[i] * out[b, i] + rec_scale[i] * xi_rec[bb, t, i]
             elif use_rec:
                 for i in range(n):
-                    x[b, i] = keep * x[b, i] + alpha * out[b, i] + rec_scale * nrec_blk[b, j * n + i]
+                    x[b, i] = keep[i] * x[b, i] + alpha[i] * out[b, i] + rec_scale[i] * nrec_blk[b, j * n + i]
             else:
                 for i in range(n):
-                    x[b, i] = keep * x[b, i] + alpha * out[b, i]
+                    x[b, i] = keep[i] * x[b, i] + alpha[i] * out[b, i]
             act_row(x[b], h[b, :n], act)
             if record_x:
                 for i in range(n):

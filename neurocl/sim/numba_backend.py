@@ -22,9 +22,9 @@ class NumbaBackend(Backend):
     auto_priority = 10  # faster than the torch loop on CPU at every size measured
 
     def unsupported(self, model, device) -> str | None:
-        if not model.config.scalar_tau:
-            return ("the numba backend takes one tau for all units; run per-unit or trained tau "
-                    "on backend 'torch' (or 'auto', which picks it)")
+        if model.config.train_tau:
+            return ("the numba backend takes fixed time constants (one or one per unit); run "
+                    "train_tau on backend 'torch' (or 'auto', which picks it)")
         if device is not None and device.type != "cpu":
             return "the numba backend runs on CPU tensors only (use backend 'torch' or 'auto' on CUDA)"
         return None
@@ -46,7 +46,7 @@ class NumbaBackend(Backend):
 
         from .kernels import ACTIVATION_CODES, NOISE_GIVEN, NOISE_KERNEL, NOISE_OFF, forward_kernel, stream_key
         from .simulate import random_seed
-        from .train_kernel import single_threaded_blas
+        from .train_kernel import leak_arrays, single_threaded_blas
 
         c = model.config
         dtype = u.dtype.type
@@ -56,7 +56,7 @@ class NumbaBackend(Backend):
             b_rec, b_out, x0 = (np.ascontiguousarray(p.detach().cpu().numpy(), dtype=dtype)
                                 for p in (model.b_rec, model.b_out, model.x0))
         batch, steps, _ = u.shape
-        a = c.dt / c.tau
+        leak = leak_arrays(model)
         empty = np.empty((0, 0, 0), dtype=dtype)
         xi_in = xi_rec = empty
         key_in = key_rec = np.uint64(0)
@@ -76,9 +76,9 @@ class NumbaBackend(Backend):
         with single_threaded_blas():
             forward_kernel(
                 u, xi_in, xi_rec, key_in, key_rec, mode,
-                dtype(math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in), dtype(math.sqrt(2 * a) * c.sigma_rec),
+                dtype(math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in), leak["rec_scale"],
                 bool(c.rectify_inputs), w["W_in"], w["W_rec"], w["W_out"], b_rec, b_out, x0,
-                dtype(a), dtype(1 - a), ACTIVATION_CODES[c.activation], max(1, min(numba.get_num_threads(), batch)),
+                leak["alpha"], leak["keep"], ACTIVATION_CODES[c.activation], max(1, min(numba.get_num_threads(), batch)),
                 "x" in record, "r" in record, 0, empty, xs, rs, zs,
             )
         out = {"z": zs}

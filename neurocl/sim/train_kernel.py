@@ -65,8 +65,20 @@ def _chunk(c, n_chunks, batch):
     return c * batch // n_chunks, (c + 1) * batch // n_chunks
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _leak_product(v, av, alpha, uniform, w_rec, out):
+    """out = v W_rec with one leak (scaled after, by the caller), (a v) W_rec with one per unit."""
+    if uniform:
+        np.dot(v, w_rec, out)
+    else:
+        for b in range(v.shape[0]):
+            for i in range(v.shape[1]):
+                av[b, i] = alpha[i] * v[b, i]
+        np.dot(av, w_rec, out)
+
+
 @njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
+def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, pscale, uniform, act, n_chunks,
                 gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out,
                 omega, want_dx, q, gxo, om_sums, gw_om, c):
     batch, rows, n = xs.shape
@@ -94,7 +106,10 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
             for k in range(n_out):
                 gb_out[c, k] += gzf[j, k]
     nxt = np.zeros((nb, n), dtype=xs.dtype)  # dL/dx_{t+1}
-    prop = np.zeros((nb, n), dtype=xs.dtype)  # dL/dx_{t+1} W_rec (0 past the end)
+    # Per-unit leaks: the product takes a * dL/dx_{t+1} (a of each postsynaptic unit); one leak:
+    # the product takes dL/dx_{t+1} and pscale = a scales after it, as it always has.
+    anxt = np.zeros((0 if uniform else nb, n), dtype=xs.dtype)
+    prop = np.zeros((nb, n), dtype=xs.dtype)  # (a dL/dx_{t+1}) W_rec (0 past the end)
     s = np.empty(n, dtype=xs.dtype)
     fp = np.empty(n, dtype=xs.dtype)
     # Omega (when asked): the pair (v_{t+1} = dL/dx_{t+1}, x_t) needs v_{t+1} W_rec, which the
@@ -113,14 +128,14 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
                 qc[b, steps, i] = 0
     for t in range(steps, 0, -1):
         if t < steps:
-            np.dot(nxt, w_rec, prop)
+            _leak_product(nxt, anxt, alpha, uniform, w_rec, prop)
         for b in range(nb):
             pb = prop[b]
             dact_row(xc[b, t], rc[b, t], fp, act)
             nb_ = nxt[b]
             out = gc[b, t - 1]
             if omega and t < steps:
-                term, valid = _omega_row(nb_, pb, xc[b, t], rc[b, t], alpha, keep, act, want_dx,
+                term, valid = _omega_row(nb_, pb, xc[b, t], rc[b, t], pscale, keep, act, want_dx,
                                          ofp, ofpp, p, qc[b, t], gxo[b0 + b, t - 1] if want_dx else p)
                 total += term
                 count += valid
@@ -128,12 +143,12 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
                 # The common case (a loss on z only), in one pass.
                 drb = dr[b * rows + t]
                 for i in range(n):
-                    v = keep * nb_[i] + fp[i] * (alpha * pb[i] + drb[i])
+                    v = keep[i] * nb_[i] + fp[i] * (pscale * pb[i] + drb[i])
                     out[i] = v
                     nb_[i] = v
                 continue
             for i in range(n):
-                s[i] = alpha * pb[i]
+                s[i] = pscale * pb[i]
             if use_gz:
                 drb = dr[b * rows + t]
                 for i in range(n):
@@ -143,7 +158,7 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
                 for i in range(n):
                     s[i] += grb[i]
             for i in range(n):
-                out[i] = keep * nb_[i] + fp[i] * s[i]
+                out[i] = keep[i] * nb_[i] + fp[i] * s[i]
             if use_gx:
                 gxb = gx[b0 + b, t - 1]
                 for i in range(n):
@@ -154,7 +169,7 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
         gl = gc[b, steps]
         for i in range(n):
             gl[i] = 0
-    np.dot(nxt, w_rec, prop)
+    _leak_product(nxt, anxt, alpha, uniform, w_rec, prop)
     for i in range(n):
         gx0[c, i] = 0
     for b in range(nb):
@@ -162,18 +177,18 @@ def _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
         nb_ = nxt[b]
         pb = prop[b]
         for i in range(n):
-            gx0[c, i] += keep * nb_[i] + alpha * pb[i] * fp[i]
+            gx0[c, i] += keep[i] * nb_[i] + pscale * pb[i] * fp[i]
     if omega:
         om_sums[c, 0] = total
         om_sums[c, 1] = count
         np.dot(gc.reshape(nb * rows, n).T, qc.reshape(nb * rows, n), gw_om[c])
         for i in range(n):
             for k in range(n):
-                gw_om[c, i, k] *= alpha
+                gw_om[c, i, k] *= alpha[i]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def bptt_kernel(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
+def bptt_kernel(xs, rs, w_rec, w_out, alpha, keep, pscale, uniform, act, n_chunks,
                 gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out,
                 omega, want_dx, q, gxo, om_sums, gw_om):
     """The adjoint recurrence: g[b, t - 1] = dL/dx_t (t = 1..T), g[b, T] = 0.
@@ -188,13 +203,13 @@ def bptt_kernel(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
     (q (B, T + 1, n) is workspace).
     """
     for c in prange(n_chunks):
-        _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, act, n_chunks,
+        _bptt_chunk(xs, rs, w_rec, w_out, alpha, keep, pscale, uniform, act, n_chunks,
                     gz, gr, gx, use_gz, use_gr, use_gx, g, gx0, gw_out, gb_out,
                     omega, want_dx, q, gxo, om_sums, gw_om, c)
 
 
 @njit(cache=True, error_model="numpy")
-def _weight_grad_chunk(g, rs, us, w_in, alpha, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
+def _weight_grad_chunk(g, rs, us, w_in, alpha, pscale, uniform, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
                        want_u, gw_rec, gw_in, gb_rec, gu, c):
     batch, rows, n = g.shape
     n_in = us.shape[2]
@@ -206,12 +221,12 @@ def _weight_grad_chunk(g, rs, us, w_in, alpha, rectify, n_chunks, want_w_rec, wa
         np.dot(gf.T, rs[b0:b1].reshape(nb * rows, n), gw_rec[c])
         for i in range(n):
             for j in range(n):
-                gw_rec[c, i, j] *= alpha
+                gw_rec[c, i, j] *= alpha[i]
     if want_w_in:
         np.dot(gf.T, us[b0:b1].reshape(nb * rows, n_in), gw_in[c])
         for i in range(n):
             for j in range(n_in):
-                gw_in[c, i, j] *= alpha
+                gw_in[c, i, j] *= alpha[i]
     if want_b_rec:
         for i in range(n):
             gb_rec[c, i] = 0
@@ -219,25 +234,32 @@ def _weight_grad_chunk(g, rs, us, w_in, alpha, rectify, n_chunks, want_w_rec, wa
             for i in range(n):
                 gb_rec[c, i] += gf[j, i]
         for i in range(n):
-            gb_rec[c, i] *= alpha
+            gb_rec[c, i] *= alpha[i]
     if want_u:
         du = np.empty((nb * rows, n_in), dtype=g.dtype)
-        np.dot(gf, w_in, du)
+        if uniform:
+            np.dot(gf, w_in, du)
+        else:
+            ga = np.empty((nb * rows, n), dtype=g.dtype)
+            for j in range(nb * rows):
+                for i in range(n):
+                    ga[j, i] = alpha[i] * gf[j, i]
+            np.dot(ga, w_in, du)
         for b in range(nb):
             for t in range(steps):
                 for k in range(n_in):
-                    v = alpha * du[b * rows + t, k]
+                    v = pscale * du[b * rows + t, k]
                     if rectify and not us[b0 + b, t, k] > 0:
                         v = v * 0
                     gu[b0 + b, t, k] = v
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def weight_grad_kernel(g, rs, us, w_in, alpha, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
+def weight_grad_kernel(g, rs, us, w_in, alpha, pscale, uniform, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
                        want_u, gw_rec, gw_in, gb_rec, gu):
     """Per chunk: a G^T R, a G^T U, a sum(G) (partials to be summed), and dL/du (B, T, n_in)."""
     for c in prange(n_chunks):
-        _weight_grad_chunk(g, rs, us, w_in, alpha, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
+        _weight_grad_chunk(g, rs, us, w_in, alpha, pscale, uniform, rectify, n_chunks, want_w_rec, want_w_in, want_b_rec,
                            want_u, gw_rec, gw_in, gb_rec, gu, c)
 
 
@@ -333,8 +355,10 @@ class Tape:
 
     act: int
     rectify: bool
-    alpha: Any  # numpy scalars of the model dtype
-    keep: Any
+    alpha: np.ndarray  # a and 1 - a per unit, in the model's dtype
+    keep: np.ndarray
+    pscale: Any  # a (one leak: the kernels scale after the W_rec products) or 1 (a per unit)
+    uniform: bool
     n_chunks: int
     w_out: np.ndarray | None = None
     us: np.ndarray | None = None
@@ -377,7 +401,7 @@ def _bptt(tape: Tape, gz, gr, gx, w_out, omega: bool = False):
     gw_om = np.empty((k, n, n) if omega else (0, 0, 0), dtype=dt)
     with single_threaded_blas():
         bptt_kernel(
-            xs, tape.rs, tape.w_rec, w_out, tape.alpha, tape.keep, tape.act, k,
+            xs, tape.rs, tape.w_rec, w_out, tape.alpha, tape.keep, tape.pscale, tape.uniform, tape.act, k,
             gz if gz is not None else _empty3(dt), gr if gr is not None else _empty3(dt),
             gx if gx is not None else _empty3(dt), gz is not None, gr is not None, gx is not None,
             g, gx0, gw_out, gb_out, omega, want_dx, q, gxo, om_sums, gw_om,
@@ -404,7 +428,7 @@ def _run_forward(tape: Tape, u, w_in, w_rec, b_rec, x0, noise: dict) -> None:
     with single_threaded_blas():
         forward_kernel(
             u_np, noise["xi_in"], noise["xi_rec"], noise["key_in"], noise["key_rec"], noise["mode"],
-            dt.type(noise["in_scale"]), dt.type(noise["rec_scale"]), tape.rectify,
+            dt.type(noise["in_scale"]), noise["rec_scale"], tape.rectify,
             tape.w_in, tape.w_rec, tape.w_out, _np(b_rec), noise["b_out"], _np(x0),
             tape.alpha, tape.keep, tape.act, tape.n_chunks,
             True, True, 1, tape.us, tape.xs, tape.rs, tape.zs,
@@ -423,7 +447,7 @@ def _weight_grads(tape: Tape, g: np.ndarray, need_u: bool, need_w_in: bool, need
     gu = np.empty((batch, rows - 1, n_in) if need_u else (0, 0, 0), dtype=dt)
     if need_w_rec or need_w_in or need_b_rec or need_u:
         with single_threaded_blas():
-            weight_grad_kernel(g, tape.rs, tape.us, tape.w_in, tape.alpha, tape.rectify, k,
+            weight_grad_kernel(g, tape.rs, tape.us, tape.w_in, tape.alpha, tape.pscale, tape.uniform, tape.rectify, k,
                                need_w_rec, need_w_in, need_b_rec, need_u, gw_rec, gw_in, gb_rec, gu)
     return (
         gu if need_u else None,
@@ -533,14 +557,12 @@ def _prepare(model, u: torch.Tensor, noise: Any):
         raise ValueError("the numba backend runs on CPU tensors only (use backend 'torch' or 'auto' on CUDA)")
     w = model.effective_weights()
     dtype = np.dtype(c.dtype)
-    a = model.alpha
     batch = u.shape[0]
     empty = _empty3(dtype)
     spec = {
         "xi_in": empty, "xi_rec": empty, "key_in": np.uint64(0), "key_rec": np.uint64(0),
         "mode": NOISE_OFF,
         "in_scale": math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in,
-        "rec_scale": math.sqrt(2 * a) * c.sigma_rec,
     }
     if noise is None and model.noise:
         noise = {"seed": int(torch.randint(0, 2**62, (), dtype=torch.int64))}
@@ -556,12 +578,32 @@ def _prepare(model, u: torch.Tensor, noise: Any):
     elif noise is not None and noise is not False:
         raise TypeError(f"noise must be None, False or a dict, not {type(noise).__name__}")
     spec["b_out"] = _np(model.b_out)
+    leak = leak_arrays(model)
+    spec["rec_scale"] = leak["rec_scale"]
     tape = Tape(
         act=ACTIVATION_CODES[c.activation], rectify=bool(c.rectify_inputs),
-        alpha=dtype.type(a), keep=dtype.type(1 - a), n_chunks=_n_chunks(batch),
-        w_out=_np(w["W_out"]),
+        alpha=leak["alpha"], keep=leak["keep"], pscale=leak["pscale"], uniform=leak["uniform"],
+        n_chunks=_n_chunks(batch), w_out=_np(w["W_out"]),
     )
     return w, spec, tape
+
+
+def leak_arrays(model) -> dict[str, Any]:
+    """The leak as the kernels take it: a, 1 - a and the noise scale sqrt(2 a) sigma_rec per
+    unit (model dtype), and pscale, uniform (see :class:`Tape`). One leak gives the numbers the
+    kernels have always used; a leak per unit gives what the torch backend computes."""
+    c = model.config
+    dtype = np.dtype(c.dtype)
+    a = model.alpha
+    if isinstance(a, float):
+        full = lambda v: np.full(c.n, v, dtype=dtype)  # noqa: E731
+        return {"alpha": full(a), "keep": full(1 - a), "rec_scale": full(math.sqrt(2 * a) * c.sigma_rec),
+                "pscale": dtype.type(a), "uniform": True}
+    with torch.no_grad():
+        a = a.detach().cpu()
+        arr = lambda t: np.ascontiguousarray(t.numpy(), dtype=dtype)  # noqa: E731
+        return {"alpha": arr(a), "keep": arr(1 - a), "rec_scale": arr(torch.sqrt(2 * a) * c.sigma_rec),
+                "pscale": dtype.type(1), "uniform": False}
 
 
 def kernel_forward(model, u: torch.Tensor, noise: Any):
@@ -731,8 +773,9 @@ def _omega_derivatives(x, r, d, d2, code):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _omega_row(v, pv, x, r, alpha, keep, act, want_dx, fp, fpp, p, q, gx):
-    """One (sequence, step) term of Omega for v = v_{t+1}, pv = v_{t+1} W_rec and x_t, r_t.
+def _omega_row(v, pv, x, r, pscale, keep, act, want_dx, fp, fpp, p, q, gx):
+    """One (sequence, step) term of Omega for v = v_{t+1}, pv = v_{t+1} W_rec (one leak,
+    pscale = a) or (a v_{t+1}) W_rec (a per unit, pscale = 1), and x_t, r_t.
 
     Returns ((ratio - 1)^2, 1), or (0, 0) where ||v|| vanishes; fills q = d(term)/dp * f'(x_t)
     (the W_rec gradient is a sum of v^T q) and, when want_dx, gx = d(term)/dx_t through f'.
@@ -743,7 +786,7 @@ def _omega_row(v, pv, x, r, alpha, keep, act, want_dx, fp, fpp, p, q, gx):
     num2 = 0.0
     den2 = 0.0
     for i in range(n):
-        p[i] = keep * v[i] + alpha * pv[i] * fp[i]
+        p[i] = keep[i] * v[i] + pscale * pv[i] * fp[i]
         num2 += p[i] * p[i]
         den2 += v[i] * v[i]
     den = math.sqrt(den2)
@@ -760,12 +803,12 @@ def _omega_row(v, pv, x, r, alpha, keep, act, want_dx, fp, fpp, p, q, gx):
         q[i] = (coef * p[i]) * fp[i]
     if want_dx:
         for i in range(n):
-            gx[i] = alpha * pv[i] * (coef * p[i]) * fpp[i]
+            gx[i] = pscale * pv[i] * (coef * p[i]) * fpp[i]
     return term, valid
 
 
 @njit(cache=True, error_model="numpy")
-def omega_kernel(v, xs, rs, w_rec, alpha, keep, act, want_dx, gw, gx):
+def omega_kernel(v, xs, rs, w_rec, alpha, keep, pscale, uniform, act, want_dx, gw, gx):
     """Pascanu's Omega and its gradients, as :meth:`EIRNN.omega` writes them.
 
     v (B, T, n): dL/dx_t (held constant); xs, rs: the tape (row t = x_t). For the valid (b, t)
@@ -782,7 +825,7 @@ def omega_kernel(v, xs, rs, w_rec, alpha, keep, act, want_dx, gw, gx):
             for i in range(n):
                 vn[b * pairs + k, i] = v[b, k + 1, i]
     prop = np.empty((m, n), dtype=v.dtype)
-    np.dot(vn, w_rec, prop)
+    _leak_product(vn, np.empty((0 if uniform else m, n), dtype=v.dtype), alpha, uniform, w_rec, prop)
     qf = np.empty((m, n), dtype=v.dtype)  # d(sum)/dp * f'(x)
     fp = np.empty(n, dtype=v.dtype)
     fpp = np.empty(n, dtype=v.dtype)
@@ -797,14 +840,14 @@ def omega_kernel(v, xs, rs, w_rec, alpha, keep, act, want_dx, gw, gx):
     for b in range(batch):
         for k in range(pairs):
             j = b * pairs + k
-            term, valid = _omega_row(vn[j], prop[j], xs[b, k + 1], rs[b, k + 1], alpha, keep, act, want_dx,
+            term, valid = _omega_row(vn[j], prop[j], xs[b, k + 1], rs[b, k + 1], pscale, keep, act, want_dx,
                                      fp, fpp, p, qf[j], gx[b, k] if want_dx else p)
             total += term
             count += valid
     np.dot(vn.T, qf, gw)
     for i in range(n):
         for k in range(n):
-            gw[i, k] *= alpha
+            gw[i, k] *= alpha[i]
     return total, count
 
 
@@ -820,7 +863,8 @@ class OmegaFunction(torch.autograd.Function):
         want_dx = tape.act != ACTIVATION_CODES["rectify"]
         gx = np.empty(v.shape if want_dx else (0, 0, 0), dtype=dt)
         with single_threaded_blas():
-            total, count = omega_kernel(v, tape.xs, tape.rs, tape.w_rec, tape.alpha, tape.keep, tape.act,
+            total, count = omega_kernel(v, tape.xs, tape.rs, tape.w_rec, tape.alpha, tape.keep, tape.pscale,
+                                        tape.uniform, tape.act,
                                         want_dx, gw, gx if want_dx else v)
         ctx.count, ctx.gw, ctx.gx = count, gw, (gx if want_dx else None)
         return torch.tensor(total / count if count else 0.0, dtype=w_rec.dtype)
