@@ -34,7 +34,7 @@ from .recording import Recorder, run_summary, start_attempt
 from .rules import build_rules
 from .rules.base import Batch, Context
 from .store import RunDir, Store, atomic_write_json, run_lock, storage_problem
-from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets
+from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets, prepare_gradients
 
 log = logging.getLogger("neurocl.run")
 
@@ -139,8 +139,7 @@ class Runner:
                 (task_loss + extra).backward()
                 for rule in self.rules:
                     rule.after_task_backward(self.ctx)
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            prepare_gradients(self.model, params, cfg.grad_clip)  # cSGD (dale: dann), then the clip
             for rule in self.rules:
                 rule.before_step(self.ctx)
             self.optimizer.step()

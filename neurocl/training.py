@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from .sim.csgd import apply_csgd
+
 
 @dataclass
 class Batch:
@@ -92,6 +94,15 @@ def batch_loss(model, batch: Batch, class_mask: torch.Tensor, fused: bool = True
         return out
     z, states = model(batch.x, return_states=True)
     return loss_of_z(z), z, states
+
+
+def prepare_gradients(model, params, grad_clip: float | None) -> None:
+    """Between backward and the optimiser step: cSGD's scaling of a DANN's interneuron gradients
+    (``dann.csgd``, :mod:`neurocl.sim.csgd`; nothing for any other model), then the global-norm
+    clip, so that the clip sees the scaled gradients (Cornford et al.'s order)."""
+    apply_csgd(model)
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
 
 
 def correct_counts(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> tuple[float, float]:

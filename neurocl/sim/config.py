@@ -60,6 +60,10 @@ class DANNConfig(Strict):
     n_i_rec: int | None = Field(None, ge=1)
     n_i_in: int | None = Field(None, ge=1)
     n_i_out: int = Field(1, ge=1)
+    # cSGD (Cornford et al. 2021): divide the interneuron factors' gradients by sqrt(n_post)
+    # (W_ix) and n_pre (W_ei) before clipping and the step (neurocl/sim/csgd.py). Meant for
+    # SGD: Adam cancels a constant gradient scale (docs/dale.md, "cSGD under Adam").
+    csgd: bool = False
 
     def pools(self, n: int) -> tuple[int, int, int]:
         default = max(1, n // 10)
@@ -143,6 +147,8 @@ class EIRNNConfig(Strict):
             raise ValueError(f"train_tau keeps tau in [dt, tau_max]: tau_max {self.tau_max} must exceed dt {self.dt}")
         if self.train_tau and max(taus) >= self.tau_max:
             raise ValueError(f"train_tau: tau {max(taus):g} must lie below tau_max {self.tau_max:g}")
+        if self.dann.csgd and not self.is_dann:
+            raise ValueError("dann.csgd scales the gradients of DANN interneurons: it needs dale: dann")
         if self.is_dann != (self.init == "dann"):
             raise ValueError("dale: dann goes with init: dann, and init: dann with dale: dann (set both)"
                              if self.is_dann else "init: dann needs dale: dann (and constraint: dale)")
