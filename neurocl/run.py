@@ -34,7 +34,7 @@ from .recording import Recorder, run_summary, start_attempt
 from .rules import build_rules
 from .rules.base import Batch, Context
 from .store import RunDir, Store, atomic_write_json, run_lock, storage_problem
-from .training import batch_loss, correct_counts, masked_logits, outputs_for_targets, prepare_gradients
+from .training import batch_loss, correct_counts, lean_optimizer, masked_logits, outputs_for_targets, prepare_gradients
 
 log = logging.getLogger("neurocl.run")
 
@@ -61,10 +61,14 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     # fused=None, not False, when off: torch then picks its default step (bit for bit as before).
     fused = True if o.fused else None
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=cfg.weight_decay, fused=fused)
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=cfg.weight_decay)
+        make = lambda: torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=cfg.weight_decay,  # noqa: E731
+                                        fused=fused)
+    elif o.name == "sgd":
+        make = lambda: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=cfg.weight_decay, fused=fused)  # noqa: E731
+    else:
+        make = lambda: torch.optim.RMSprop(params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum,  # noqa: E731
+                                           weight_decay=cfg.weight_decay)
+    return lean_optimizer(make)
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from dataclasses import dataclass, replace
 
 import torch
@@ -113,3 +115,42 @@ def correct_counts(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | N
     m = mask if mask is not None else torch.ones_like(y, dtype=torch.float32)
     m = m.to(torch.float32)
     return float(((pred == y).float() * m).sum()), float(m.sum())
+
+
+# ---------------------------------------------------------------- the optimiser step
+# torch's optimisers import torch._dynamo (about 1 s, the largest single cost of a short run's
+# start-up) on their first add_param_group and step, only to mark torch.compile graph breaks
+# around them. neurocl never compiles the optimiser: where dynamo is not loaded yet, the methods
+# run undecorated (same arithmetic, bit for bit) and the import never happens.
+def _undecorated(fn):
+    while hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+    return fn
+
+
+def _skip_dynamo_in_optimizer_methods() -> None:
+    """Mark torch.optim.Optimizer's dynamo-disabled methods (add_param_group, zero_grad,
+    state_dict, ...) as already disabled, so that their first call imports no dynamo."""
+    for name in dir(torch.optim.Optimizer):
+        fn = getattr(torch.optim.Optimizer, name, None)
+        inner = getattr(fn, "__wrapped__", None)
+        code = getattr(fn, "__code__", None)
+        if inner is not None and code is not None and code.co_filename.endswith("_compile.py"):
+            inner.__dynamo_disable = inner
+
+
+def _plain_step(optimizer, closure=None):
+    with torch.no_grad():  # what torch's wrapper does for a non-differentiable optimiser
+        return _undecorated(type(optimizer).step)(optimizer, closure)
+
+
+def lean_optimizer(make):
+    """``make()`` (a torch optimiser), built and stepped without importing torch._dynamo when it
+    is not loaded yet; with dynamo loaded (a user compiling), torch's own methods run."""
+    if "torch._dynamo" in sys.modules:
+        return make()
+    _skip_dynamo_in_optimizer_methods()
+    optimizer = make()
+    if not optimizer.defaults.get("differentiable", False):
+        optimizer.step = types.MethodType(_plain_step, optimizer)
+    return optimizer

@@ -57,3 +57,47 @@ def test_the_package_loads_its_api_on_first_use():
             "from neurocl import simulate; print(before, type(m).__name__, callable(simulate))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "EIRNN", "True"]
+
+
+RUN_PROBE = """
+import sys
+from neurocl.run import run_protocol
+run_protocol(sys.argv[1], sys.argv[2], ["training.epochs=1", "training.batch_size=64", "execution.progress=none"])
+print("torch._dynamo" in sys.modules)
+"""
+
+
+def test_a_run_never_imports_torch_dynamo(tmp_path):
+    """torch's optimisers import torch._dynamo (about 1 s) on first use; a run skips it."""
+    from pathlib import Path
+
+    proto = Path(__file__).resolve().parent.parent / "protocols" / "split-digits.yaml"
+    out = subprocess.run([sys.executable, "-c", RUN_PROBE, str(proto), str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "False", out.stdout
+
+
+@pytest.mark.parametrize("name, kw", [("Adam", {}), ("Adam", {"fused": True}), ("Adam", {"weight_decay": 0.1}),
+                                      ("SGD", {"momentum": 0.9}), ("RMSprop", {"momentum": 0.5})])
+def test_the_lean_optimizer_steps_bit_for_bit_as_torch(name, kw):
+    import types
+
+    import torch
+
+    from neurocl.training import _plain_step
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(7, 5, generator=g)
+    grads = [torch.randn(7, 5, generator=g) for _ in range(6)]
+    params = []
+    for lean in (False, True):
+        p = torch.nn.Parameter(start.clone())
+        opt = getattr(torch.optim, name)([p], lr=0.01, **kw)
+        if lean:  # what lean_optimizer does where dynamo is not loaded (here it may be)
+            opt.step = types.MethodType(_plain_step, opt)
+        for grad in grads:
+            opt.zero_grad()
+            p.grad = grad.clone()
+            opt.step()
+        params.append(p.detach())
+    assert torch.equal(params[0], params[1])
