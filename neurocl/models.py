@@ -131,8 +131,52 @@ def save_model(model: Model, path: str | Path) -> None:
     atomic_torch_save({"config": model.config.model_dump(mode="json"), "seed": model.seed, "state": model.state_dict()}, path)
 
 
-def load_model(path: str | Path) -> Model:
+def load_model(path: str | Path, task: int | None = None) -> Model:
+    """A model from what neurocl stores.
+
+    ``path``: a file written by :func:`save_model`; a stored run's directory (the network after
+    its last stored task boundary, or after ``task``); or one of a run's checkpoints
+    (``<run>/checkpoints/task-002.pt``, whose configuration is the run's ``config.json``).
+    FileNotFoundError or ValueError, naming the file, for anything else.
+    """
+    import json
+
+    from .store import RunDir
+
+    path = Path(path)
+    if path.is_dir():
+        rd = RunDir(path)
+        if not rd.config.is_file():
+            raise ValueError(f"{path} is a directory but not a stored run (no {rd.config.name}); give a run "
+                             f"directory (OUT/runs/<id>), one of its checkpoints or a file of save_model")
+        if task is None:
+            last = rd.last_checkpoint()
+            if last is None:
+                raise FileNotFoundError(f"{rd.checkpoints} holds no checkpoint: the run has not finished a task")
+            ckpt = last[1]
+        else:
+            ckpt = rd.checkpoint(task)
+            if not ckpt.is_file():
+                kept = sorted(p.name for p in rd.checkpoints.glob("task-*.pt")) if rd.checkpoints.is_dir() else []
+                raise FileNotFoundError(
+                    f"{ckpt} is missing (this run kept {', '.join(kept) or 'none'}; runs keep every task "
+                    f"boundary with execution.keep_checkpoints: all)")
+        return load_model(ckpt)
+    if task is not None:
+        raise ValueError(f"task={task} needs a run directory, not the file {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(blob["config"], seed=blob["seed"])
-    model.load_state_dict(blob["state"])
-    return model
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path} is not a model file of neurocl")
+    if "config" in blob and "state" in blob:  # save_model
+        model = build_model(blob["config"], seed=blob["seed"])
+        model.load_state_dict(blob["state"])
+        return model
+    if "model" in blob and path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
+        config = json.loads((path.parent.parent / "config.json").read_text())
+        model = build_model(config["model"], seed=config["seed"])
+        model.load_state_dict(blob["model"])
+        return model
+    raise ValueError(f"{path} is neither a file of save_model nor a run checkpoint beside its run's config.json "
+                     f"(it holds {', '.join(sorted(map(str, blob)))})")

@@ -100,3 +100,40 @@ def test_cuda_forward_matches_cpu():
     model.cuda()
     z_gpu = model(u.cuda(), noise={k: v.cuda() for k, v in noise.items()})
     assert torch.allclose(z_cpu, z_gpu.cpu(), rtol=1e-10, atol=1e-12)
+
+
+def test_load_model_reads_a_run_its_checkpoints_and_says_what_is_wrong(tmp_path):
+    """load_model takes what neurocl stores: a run directory (last task or ``task``), a run's
+    checkpoint file, a save_model file; anything else is a clear error naming the file."""
+    from pathlib import Path
+
+    from neurocl.analysis.psychometric import model_after_task
+    from neurocl.run import run_protocol
+
+    repo = Path(__file__).resolve().parent.parent
+    rd = run_protocol(repo / "protocols" / "split-digits.yaml", tmp_path / "out",
+                      ["tasks=[{classes: [0, 1]}, {classes: [2, 3]}]", "training.epochs=1",
+                       "execution.keep_checkpoints=all", "execution.progress=none"])
+    u = torch.rand(3, 8, 8)
+
+    def out(model):
+        with torch.no_grad():
+            return model(u, noise=False)
+
+    last = neurocl.load_model(rd.path)
+    first = neurocl.load_model(rd.path, task=0)
+    assert torch.equal(out(last), out(neurocl.load_model(rd.path / "checkpoints" / "task-001.pt")))
+    assert torch.equal(out(first), out(neurocl.load_model(rd.path / "checkpoints" / "task-000.pt")))
+    assert torch.equal(out(first), out(model_after_task(rd.path, 0)))
+    assert not torch.equal(out(first), out(last))
+    assert "64 units (51 E, 13 I)" in repr(last) and "n_in=8" in repr(last)
+    with pytest.raises(FileNotFoundError, match="task-005.pt is missing .*task-000.pt, task-001.pt"):
+        neurocl.load_model(rd.path, task=5)
+    with pytest.raises(ValueError, match="not a stored run"):
+        neurocl.load_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        neurocl.load_model(tmp_path / "nothing.pt")
+    stray = tmp_path / "stray.pt"
+    torch.save({"weights": torch.zeros(2)}, stray)
+    with pytest.raises(ValueError, match=r"stray.pt is neither .* \(it holds weights\)"):
+        neurocl.load_model(stray)

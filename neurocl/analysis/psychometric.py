@@ -131,21 +131,11 @@ def psychometric_curve(model, task, seed: int = 0) -> PsychometricCurve:
 
 # ---------------------------------------------------------------------------- stored runs
 def model_after_task(run_dir: str | Path, task: int):
-    """The network of a stored run as it was after training ``task`` (its boundary checkpoint).
+    """The network of a stored run as it was after training ``task`` (its boundary checkpoint):
+    :func:`neurocl.load_model` ``(run_dir, task=task)``."""
+    from ..models import load_model
 
-    Earlier boundaries are kept only with ``execution.keep_checkpoints: all``.
-    """
-    from ..models import build_model
-    from ..store import RunDir
-
-    rd = RunDir(run_dir)
-    path = rd.checkpoint(task)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing (run with execution.keep_checkpoints: all to keep every task boundary)")
-    config = json.loads(rd.config.read_text())
-    model = build_model(config["model"], seed=config["seed"])
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-    return model
+    return load_model(run_dir, task=task)
 
 
 def plot_psychometric(curves: dict[str, PsychometricCurve], ax=None):

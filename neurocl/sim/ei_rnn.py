@@ -26,6 +26,17 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class EIRNN(Model):
+    """The E/I rate network (module docstring: the Euler step).
+
+    ``config`` (:class:`~neurocl.sim.config.EIRNNConfig`) fixes its size, the Dale variant
+    (``colei``: signed columns; ``dann``: excitatory units with interneurons per pathway), time
+    constants, noise, connectivity and what is trainable; ``seed`` draws the connectivity and
+    the initial weights. Every weight is read through :meth:`effective_weights` (the one place
+    the constraints live); ``model(u)`` integrates inputs ``u`` (batch, time, n_in) on the
+    configured backend and returns the outputs (batch, time, n_out). Build one with
+    :func:`neurocl.build_model` (``"ei-rnn-64"``, a YAML file, a dict or a config).
+    """
+
     def __init__(self, config: EIRNNConfig, seed: int = 0):
         super().__init__()
         self.config = config
@@ -106,7 +117,20 @@ class EIRNN(Model):
         """The leak a = dt / tau: a number, or a tensor of one per unit."""
         return self.config.dt / self.tau
 
+    def extra_repr(self) -> str:
+        c = self.config
+        tau = f"{c.tau:g}" if isinstance(c.tau, (int, float)) else "per unit"
+        units = (f"{c.n} E units, interneurons {'/'.join(map(str, c.dann.pools(c.n)))} (rec/in/out)" if c.is_dann
+                 else f"{c.n} units ({c.n_exc} E, {c.n - c.n_exc} I)" if c.constraint == "dale" else f"{c.n} units")
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return (f"{units}, n_in={c.n_in}, n_out={c.n_out}, constraint={c.constraint}"
+                f"{', dale=' + c.dale if c.constraint == 'dale' else ''}, phi={c.phi}, activation={c.activation}, "
+                f"dt={c.dt:g}, tau={tau}{' (trained)' if c.train_tau else ''}, backend={c.backend}, seed={self.seed}, "
+                f"{trainable:,} trainable parameters")
+
     def check_constraints(self) -> list[str]:
+        """What breaks the network's constraints, one sentence each (empty when they hold):
+        Dale's signs, absent connections exactly zero, fixed synapses at their values."""
         problems = []
         with torch.no_grad():
             absent = self.connectivity_mask == 0
