@@ -141,18 +141,35 @@ def _load_idx_set(name: str, key: tuple, t10k_split: bool) -> RawDataset:
     )
 
 
+def _bundled_digits() -> tuple[np.ndarray, np.ndarray, str]:
+    """scikit-learn's 8x8 digits (images (1797, 8, 8), float64 0-16; targets; its version), read
+    from the file it ships, as its load_digits reads it: importing sklearn.datasets takes about
+    a second (it imports scipy.stats), longer than a small run's training."""
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        import sklearn
+
+        bunch = load_digits()
+        return bunch.images, bunch.target, sklearn.__version__
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int), importlib.metadata.version("scikit-learn")
+
+
 @lru_cache(maxsize=1)
 def _load_digits() -> RawDataset:
-    import sklearn
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = (bunch.images / 16.0).astype(np.float32)
-    labels = bunch.target.astype(np.int64)
+    images, target, version = _bundled_digits()
+    images = (images / 16.0).astype(np.float32)
+    labels = target.astype(np.int64)
     n_test = round(DIGITS_TEST_FRACTION * len(labels))
     tr, te = stratified_split(labels, n_test, SPLIT_SEED)
     source = (
-        f"digits: scikit-learn {sklearn.__version__} load_digits (bundled); "
+        f"digits: scikit-learn {version} load_digits (bundled); "
         f"stratified split {len(tr)}/{len(te)}, seed {SPLIT_SEED}"
     )
     return RawDataset(
