@@ -252,6 +252,8 @@ def test_cli_list_shows_where_and_size(t10k_dir, monkeypatch):
     line = next(line for line in res.output.splitlines() if line.startswith("mnist-t10k"))
     assert str(t10k_dir) in line and "1.7 MB" in line
     assert any(line.startswith("digits") for line in res.output.splitlines())
+    cognitive = next(line for line in res.output.splitlines() if line.startswith("cognitive"))
+    assert "generated" in cognitive and "NeuroGym" in cognitive
 
 
 def test_cli_fetch_if_missing_uses_what_is_there(t10k_dir, monkeypatch, tmp_path):

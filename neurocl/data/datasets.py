@@ -219,8 +219,8 @@ def _locate(name: str | os.PathLike, root=None) -> tuple[str, dict[str, Path], b
             files = locate(name, STANDARD_IDX, (), root, fetchable=False)
         except DatasetNotFound as exc:
             raise DatasetNotFound(
-                f"{name!r} is not a known dataset ({', '.join(DATASETS)}) and no IDX set "
-                f"of that name was found.\n{exc}"
+                f"{name!r} is not a known dataset ({', '.join(DATASETS)}, or cognitive for NeuroGym "
+                f"tasks) and no IDX set of that name was found.\n{exc}"
             ) from None
         return name, files, False
     return name, locate(name, roles(spec.files), spec.dirnames, root), name == "mnist-t10k"
