@@ -144,10 +144,13 @@ def _print_summary(path: Path) -> None:
     s = json.loads(rd.summary.read_text())
     R = np.array(s["accuracy_matrix"], dtype=float)
     n = R.shape[0]
+    # Runs stored before task names were recorded show their indices.
+    names = s.get("task_names") or [f"task{j}" for j in range(n)]
+    width = max(7, *(len(name) for name in names))
     click.echo("accuracy matrix R[i, j] (row: after training task i, column: task j)")
-    click.echo("        " + "".join(f"  task{j:<3d}" for j in range(n)))
+    click.echo(" " * width + "".join(f"  {name:>{width}s}" for name in names))
     for i in range(n):
-        click.echo(f"task{i:<3d} " + "".join(f"  {R[i, j]:7.4f}" for j in range(n)))
+        click.echo(f"{names[i]:<{width}s}" + "".join(f"  {R[i, j]:{width}.4f}" for j in range(n)))
     click.echo("average accuracy after each task: " + " ".join(f"{a:.4f}" for a in s["average_accuracy"]))
     for key in ("final_average_accuracy", "backward_transfer", "forward_transfer", "forgetting"):
         click.echo(f"{key}: {s[key]:.4f}")

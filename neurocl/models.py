@@ -173,8 +173,9 @@ def load_model(path: str | Path, task: int | None = None) -> Model:
         model = build_model(blob["config"], seed=blob["seed"])
         model.load_state_dict(blob["state"])
         return model
-    if "model" in blob and path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
-        config = json.loads((path.parent.parent / "config.json").read_text())
+    run = RunDir(path.parent.parent)
+    if "model" in blob and path.parent == run.checkpoints and run.config.is_file():
+        config = json.loads(run.config.read_text())
         model = build_model(config["model"], seed=config["seed"])
         model.load_state_dict(blob["model"])
         return model

@@ -118,12 +118,14 @@ class Recorder:
         return df
 
 
-def run_summary(df: pd.DataFrame, proto, run_id: str, n_tasks: int) -> dict:
-    """``summary.json``: the accuracy matrix and the continual-learning metrics of a run."""
+def run_summary(df: pd.DataFrame, proto, run_id: str, tasks: list) -> dict:
+    """``summary.json``: the accuracy matrix and the continual-learning metrics of a run, and
+    the tasks' names (the protocol's, or the ones derived from classes or NeuroGym envs)."""
+    n_tasks = len(tasks)
     R, b = accuracy_matrix(df, n_tasks)
     summary = {
         "id": run_id, "name": proto.name, "scenario": proto.scenario,
-        "rules": [r.name for r in proto.rules], "n_tasks": n_tasks,
+        "rules": [r.name for r in proto.rules], "n_tasks": n_tasks, "task_names": [t.name for t in tasks],
         "accuracy_matrix": R.tolist(), "untrained_accuracy": None if b is None else b.tolist(),
         **summary_metrics(R, b),
     }

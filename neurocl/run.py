@@ -250,7 +250,7 @@ class Runner:
         rd = self.rd
         self.recorder.activity(self.model, self.tasks, self.device)
         df = self.recorder.write_tables()
-        atomic_write_json(rd.summary, run_summary(df, self.proto, self.id, len(self.tasks)))
+        atomic_write_json(rd.summary, run_summary(df, self.proto, self.id, self.tasks))
         meta["finished"] = time.time()
         atomic_write_json(rd.meta, meta)
         atomic_write_json(rd.done_marker, {"finished": meta["finished"]})

@@ -57,3 +57,17 @@ def test_ctrl_c_says_where_and_the_rerun_says_it_resumes(tmp_path, monkeypatch):
     CliRunner().invoke(main, ["run", str(p), "--out", str(clean)])
     assert rd.read_json("summary.json")["accuracy_matrix"] == \
         Store(clean).run(rid).read_json("summary.json")["accuracy_matrix"]
+
+
+def test_show_names_the_tasks_as_the_protocol_does(tmp_path):
+    p = tmp_path / "named.yaml"
+    p.write_text(TINY_PROTOCOL.replace("  - classes: [0, 1]", "  - {classes: [0, 1], name: zeros-and-ones}"))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", str(p), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    run_dir = next((out / "runs").iterdir())
+    assert json.loads((run_dir / "summary.json").read_text())["task_names"] == ["zeros-and-ones", "2-3"]
+    shown = CliRunner().invoke(main, ["show", str(run_dir)]).output.splitlines()
+    header = shown[2].split()
+    assert header == ["zeros-and-ones", "2-3"], shown
+    assert shown[3].startswith("zeros-and-ones") and shown[4].startswith("2-3")
