@@ -39,6 +39,20 @@ def test_help_imports_nothing_heavy(args):
     assert {m.split(".")[0] for m in got["heavy"]} == set(), got["heavy"]
 
 
+def test_reading_a_store_imports_no_torch(tmp_path):
+    """show and results read summary.json and metrics.parquet: no torch, numba or scipy."""
+    from neurocl.run import run_protocol
+    from sweep_fixtures import TINY_PROTOCOL
+
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY_PROTOCOL)
+    rd = run_protocol(p, tmp_path / "out", ["execution.progress=none"])
+    for args in (["show", str(rd.path)], ["results", str(tmp_path / "out")]):
+        got = probe(*args)
+        assert got["code"] == 0, got["output"]
+        assert {m.split(".")[0] for m in got["heavy"]} & {"torch", "numba", "scipy"} == set(), (args, got["heavy"])
+
+
 def test_help_lists_every_command_with_its_own_help():
     text = probe("--help")["output"]
     for name in ("data", "figures", "results", "run", "schema", "show", "store", "sweep", "validate"):
