@@ -1,8 +1,10 @@
 """The numba backend: fused CPU kernels for the forward pass, backpropagation through time and
 simulation (:mod:`neurocl.sim.train_kernel`, :mod:`neurocl.sim.kernels`).
 
-The kernels take the effective weights and one leak for all units; gradients reach the raw
-parameters (ColEI weights or DANN factors) through autograd on :func:`effective_weights`.
+The kernels take the effective weights and fixed leaks (one, or one per unit); gradients reach
+the raw parameters (ColEI weights or DANN factors) through autograd on
+:func:`effective_weights`. torch and numba are imported inside the methods: looking the backend
+up (validating a config) imports neither.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 from .backends import BACKENDS, Backend
 
@@ -47,6 +48,8 @@ class NumbaBackend(Backend):
         from .kernels import ACTIVATION_CODES, NOISE_GIVEN, NOISE_KERNEL, NOISE_OFF, forward_kernel, stream_key
         from .simulate import random_seed
         from .train_kernel import leak_arrays, single_threaded_blas
+
+        import torch
 
         c = model.config
         dtype = u.dtype.type

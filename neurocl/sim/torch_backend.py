@@ -1,7 +1,8 @@
 """The torch backend: the Euler step as a Python loop of torch operations (CPU or CUDA).
 
 It runs every configuration (per-unit and trained tau included) and is the reference the numba
-kernels are tested against.
+kernels are tested against. torch is imported inside the methods: looking the backend up
+(validating a config) imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -9,9 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
-from .activations import ACTIVATIONS
 from .backends import BACKENDS, Backend
 
 
@@ -21,6 +19,10 @@ class TorchBackend(Backend):
     auto_priority = 0
 
     def forward(self, model, u, noise: Any, return_states: bool):
+        import torch
+
+        from .activations import ACTIVATIONS
+
         c = model.config
         batch, steps, _ = u.shape
         if isinstance(noise, dict) and "seed" in noise:
@@ -68,6 +70,8 @@ class TorchBackend(Backend):
         return z
 
     def simulate(self, model, u, noise: Any, seed: int | None, record: tuple[str, ...]) -> dict:
+        import torch
+
         from .simulate import standard_noise
 
         batch, steps, _ = u.shape
