@@ -184,7 +184,7 @@ class EIRNN(Model):
         return self.backend(device, backend).name
 
     def numba_supported(self) -> bool:
-        """Whether the numba kernels simulate this configuration (they take a single leak)."""
+        """Whether the numba kernels run this configuration (fixed time constants: not train_tau)."""
         return BACKENDS.lookup("numba").unsupported(self, None) is None
 
     def _as_sequence(self, u: torch.Tensor) -> torch.Tensor:
