@@ -89,6 +89,10 @@ class GenerativeReplayConfig(RuleConfig):
         "'tasks': 1 / (tasks seen), every task counting the same"
     )
     targets: Literal["hard", "soft"] = "hard"
+    # R1's GAN draws isolated bright pixels on the background that real digits never have; the
+    # solver then tells replayed (old classes) from real (new classes) by them and sends every
+    # real test image to the newest classes (docs/reproductions.md, R1). Off: R1 as written.
+    despeckle: bool = Field(False, description="zero generated pixels with fewer than 2 of 8 neighbours above 0.3")
     temperature: float = Field(1.0, gt=0)
     # The last task's scholar would only serve a next task that never comes.
     train_last_generator: bool = False
@@ -160,6 +164,11 @@ class GenerativeReplay(Rule):
         pictures = images.detach().reshape(images.shape[0], *self.image_shape).cpu().numpy()
         return encode(pictures, self.encoding, self.normalise, self.norm_stats).to(self.device)
 
+    def generated(self, gen, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """n flat images from a generator, despeckled if the rule asks for it."""
+        images = gen.sample(n, generator)
+        return despeckle(images, self.image_shape) if self.config.despeckle else images
+
     # ------------------------------------------------------------------ replay to the solver
     def real_weight(self, n_real: int, n_replayed: int, ctx: Context) -> float:
         r = self.config.real_weight
@@ -172,7 +181,7 @@ class GenerativeReplay(Rule):
     @torch.no_grad()
     def replay(self, n: int, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """n generated inputs with the previous solver's labels: (x, y, task, soft or None)."""
-        x = self.inputs_of(self.scholar_generator.sample(n, ctx.generator))
+        x = self.inputs_of(self.generated(self.scholar_generator, n, ctx.generator))
         earlier = torch.randint(self.tasks_done, (n,), generator=ctx.generator).to(self.device)
         aware = _aware_masks(ctx).to(self.device)
         if ctx.protocol.scenario == "class-incremental":
@@ -274,7 +283,7 @@ class GenerativeReplay(Rule):
                         break
                     images = real[order[start : start + n_real_batch]]
                     if n_replayed:
-                        images = torch.cat([images, previous.sample(n_replayed, ctx.generator)])
+                        images = torch.cat([images, self.generated(previous, n_replayed, ctx.generator)])
                     for name, value in gen.fit_batch(images, ctx.generator).items():
                         sums[name] = sums.get(name, 0.0) + value
                     n_batches += 1
@@ -307,6 +316,17 @@ class GenerativeReplay(Rule):
         solver = self._frozen_copy(self.model)
         solver.load_state_dict(state["solver"])
         self.previous_solver = solver
+
+
+def despeckle(images: torch.Tensor, image_shape, on: float = 0.3, support: int = 2) -> torch.Tensor:
+    """Flat images with every pixel zeroed that has fewer than ``support`` of its 8 neighbours
+    above ``on`` (isolated speckle); strokes, whose pixels have lit neighbours, are kept."""
+    h, w = image_shape[-2], image_shape[-1]
+    im = images.reshape(-1, 1, h, w)
+    kernel = torch.ones(1, 1, 3, 3, dtype=im.dtype, device=im.device)
+    kernel[0, 0, 1, 1] = 0
+    lit = torch.nn.functional.conv2d((im > on).to(im.dtype), kernel, padding=1)
+    return torch.where(lit >= support, im, torch.zeros_like(im)).reshape(images.shape)
 
 
 def _aware_masks(ctx: Context) -> torch.Tensor:
