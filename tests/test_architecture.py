@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "neurocl"
 # Lowest first. A module belongs to the layer of the longest prefix that names it; the list is
 # the one in docs/architecture.md, and a new module falls into its package's layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("neurocl.config", "neurocl.registry", "neurocl.store", "neurocl.progress", "neurocl.metrics")),
+    ("foundation", ("neurocl.config", "neurocl.registry", "neurocl.lazy", "neurocl.store", "neurocl.progress", "neurocl.metrics")),
     ("core", ("neurocl.sim", "neurocl.nets", "neurocl.data")),
     ("models and losses", ("neurocl.models", "neurocl.training", "neurocl.analysis.masks")),
     ("rules", ("neurocl.rules",)),

@@ -180,22 +180,28 @@ def test_dann_backends_agree_on_outputs_and_every_gradient(dtype, noise):
     g = torch.Generator().manual_seed(1)
     u = torch.rand(5, 9, 7, generator=g, dtype=torch.float64).to(ref.W_rec.dtype)
     y = torch.randint(0, 10, (5,), generator=g)
-    nz = {"seed": 3} if noise == "seed" else False
+    grads = _backends_agree(ref, num, u, y, {"seed": 3} if noise == "seed" else False, RTOL[dtype])
+    assert set(FACTORS) <= set(grads)
+
+
+def _backends_agree(ref, num, u, y, noise, rtol) -> dict:
+    """Both models on the same batch (cross-entropy, an activity penalty on r, the model's
+    regulariser): z and every gradient agree within rtol. Returns the reference's gradients."""
     zs, grads = [], []
     for model in (ref, num):
-        z, states = model(u, noise=nz, return_states=True)
+        z, states = model(u, noise=noise, return_states=True)
         loss = torch.nn.functional.cross_entropy(z[:, -1], y) + 1e-3 * states["r"].pow(2).mean()
         loss = loss + model.regulariser(loss, states)
         loss.backward()
         zs.append(z.detach())
         grads.append({n: p.grad for n, p in model.named_parameters()})
-    rtol = RTOL[dtype]
     _close(zs[1], zs[0], rtol, "z")
-    assert set(grads[0]) == set(grads[1]) and set(FACTORS) <= set(grads[0])
+    assert set(grads[0]) == set(grads[1])
     floor = max(g.abs().max().item() for g in grads[0].values())
     for name in grads[0]:
         assert grads[0][name] is not None and grads[1][name] is not None, name
         _close(grads[1][name], grads[0][name], rtol, f"grad {name}", floor=1e-3 * floor)
+    return grads[0]
 
 
 def test_dann_fused_loss_gradients_agree_with_torch():
@@ -424,19 +430,8 @@ def test_per_unit_tau_backends_agree_on_outputs_and_every_gradient(dale, dtype, 
     g = torch.Generator().manual_seed(1)
     u = torch.rand(6, 9, 7, generator=g, dtype=torch.float64).to(ref.W_rec.dtype)
     y = torch.randint(0, 10, (6,), generator=g)
-    zs, grads = [], []
-    for model in (ref, num):
-        z, states = model(u, noise={"seed": 3}, return_states=True)
-        loss = torch.nn.functional.cross_entropy(z[:, -1], y) + 1e-3 * states["r"].pow(2).mean()
-        loss = loss + model.regulariser(loss, states)
-        loss.backward()
-        zs.append(z.detach())
-        grads.append({n: p.grad for n, p in model.named_parameters()})
     rtol = RTOL[dtype]
-    _close(zs[1], zs[0], rtol, "z")
-    floor = max(g.abs().max().item() for g in grads[0].values())
-    for name in grads[0]:
-        _close(grads[1][name], grads[0][name], rtol, f"grad {name}", floor=1e-3 * floor)
+    _backends_agree(ref, num, u, y, {"seed": 3}, rtol)
     # The fused training step (its own noise: compared without noise) and the simulation.
     for model in (ref, num):
         model.zero_grad()

@@ -10,42 +10,43 @@ Quick start::
 
 # The names below load on first use: a protocol's checks read the dataset and transform
 # registries without importing torch through the task builder.
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_LAZY = {
-    "DATASETS": "registry",
-    "DataError": "errors",
-    "DatasetNotFound": "errors",
-    "DatasetShape": "datasets",
-    "ENCODINGS": "encodings",
-    "FileCheck": "fetch",
-    "NORMALISATIONS": "encodings",
-    "RawDataset": "datasets",
-    "Task": "tasks",
-    "TaskSplit": "tasks",
-    "build_task": "tasks",
-    "cache_dir": "search",
-    "clear_cache": "datasets",
-    "dataset_shape": "datasets",
-    "encode": "encodings",
-    "fetch_dataset": "fetch",
-    "find_dataset": "datasets",
-    "load_dataset": "datasets",
-    "normalise_images": "encodings",
-    "parse_idx": "idx",
-    "pixel_permutation": "transforms",
-    "read_idx": "idx",
-    "relabel_map": "transforms",
-    "rotate_images": "transforms",
-    "search_dirs": "search",
-    "sha256_file": "fetch",
-    "standardisation_stats": "encodings",
-    "stratified_sample": "splits",
-    "stratified_split": "splits",
-    "verify_dataset": "fetch",
-    "write_idx": "idx",
-}
+from ..lazy import lazy_attributes
+
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "DATASETS": ".registry",
+    "DataError": ".errors",
+    "DatasetNotFound": ".errors",
+    "DatasetShape": ".datasets",
+    "ENCODINGS": ".encodings",
+    "FileCheck": ".fetch",
+    "NORMALISATIONS": ".encodings",
+    "RawDataset": ".datasets",
+    "Task": ".tasks",
+    "TaskSplit": ".tasks",
+    "build_task": ".tasks",
+    "cache_dir": ".search",
+    "clear_cache": ".datasets",
+    "dataset_shape": ".datasets",
+    "encode": ".encodings",
+    "fetch_dataset": ".fetch",
+    "find_dataset": ".datasets",
+    "load_dataset": ".datasets",
+    "normalise_images": ".encodings",
+    "parse_idx": ".idx",
+    "pixel_permutation": ".transforms",
+    "read_idx": ".idx",
+    "relabel_map": ".transforms",
+    "rotate_images": ".transforms",
+    "search_dirs": ".search",
+    "sha256_file": ".fetch",
+    "standardisation_stats": ".encodings",
+    "stratified_sample": ".splits",
+    "stratified_split": ".splits",
+    "verify_dataset": ".fetch",
+    "write_idx": ".idx",
+})
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ loads them
     from .datasets import DatasetShape, RawDataset, clear_cache, dataset_shape, find_dataset, load_dataset
@@ -58,18 +59,6 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ load
     from .splits import stratified_sample, stratified_split
     from .tasks import Task, TaskSplit, build_task
     from .transforms import pixel_permutation, relabel_map, rotate_images
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

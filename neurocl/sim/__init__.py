@@ -4,26 +4,15 @@ The names below load on first use, so that validating a config (``sim.config``, 
 table) does not import torch through the network.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_LAZY = {"EIRNNConfig": "config", "EIRNN": "ei_rnn", "effective_weights": "weights"}
+from ..lazy import lazy_attributes
 
 __all__ = ["EIRNNConfig", "EIRNN", "effective_weights"]
+__getattr__, __dir__ = lazy_attributes(__name__, {"EIRNNConfig": ".config", "EIRNN": ".ei_rnn",
+                                                  "effective_weights": ".weights"})
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ loads them
     from .config import EIRNNConfig
     from .ei_rnn import EIRNN
     from .weights import effective_weights
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
