@@ -12,6 +12,8 @@ import click
 # imported only when run (or asked for their own --help), so that `neurocl --help` imports
 # neither torch nor numpy.
 LAZY_COMMANDS = {
+    "analyse": ("neurocl.analyse_cli", "analyse",
+                "Analyse stored runs: one subcommand per kind of analysis (neurocl analyse KIND --help)."),
     "data": ("neurocl.data.cli", "data", "List, download and verify datasets."),
     "doctor": ("neurocl.doctor_cli", "doctor",
                ("Report how trainable the E/I network of SOURCE is (a model preset, a model or protocol YAML file, or "

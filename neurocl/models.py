@@ -159,8 +159,10 @@ def load_model(path: str | Path, task: int | None = None) -> Model:
             if not ckpt.is_file():
                 kept = sorted(p.name for p in rd.checkpoints.glob("task-*.pt")) if rd.checkpoints.is_dir() else []
                 raise FileNotFoundError(
-                    f"{ckpt} is missing (this run kept {', '.join(kept) or 'none'}; runs keep every task "
-                    f"boundary with execution.keep_checkpoints: all)")
+                    f"{ckpt} is missing (this run kept {', '.join(kept) or 'none'}). Runs keep every task "
+                    f"boundary with execution.keep_checkpoints: all; for this finished run, train its "
+                    f"configuration again into another store (same id, same seed):\n"
+                    f"  neurocl run {rd.config} execution.keep_checkpoints=all --out OTHER_STORE")
         return load_model(ckpt)
     if task is not None:
         raise ValueError(f"task={task} needs a run directory, not the file {path}")

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
              "neurocl.results")),
     ("studies", ("neurocl.sweep", "neurocl.executors", "neurocl.analysis", "neurocl.figures")),
     ("interface", ("neurocl", "neurocl.cli", "neurocl.__main__", "neurocl.sweep_cli", "neurocl.results_cli",
-                   "neurocl.store_cli", "neurocl.doctor_cli", "neurocl.data.cli", "neurocl.figures.cli")),
+                   "neurocl.store_cli", "neurocl.doctor_cli", "neurocl.analyse_cli", "neurocl.data.cli", "neurocl.figures.cli")),
 ]
 
 

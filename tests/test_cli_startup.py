@@ -55,7 +55,7 @@ def test_reading_a_store_imports_no_torch(tmp_path):
 
 def test_help_lists_every_command_with_its_own_help():
     text = probe("--help")["output"]
-    for name in ("data", "figures", "results", "run", "schema", "show", "store", "sweep", "validate"):
+    for name in ("analyse", "data", "figures", "results", "run", "schema", "show", "store", "sweep", "validate"):
         assert f"\n  {name} " in text, name
 
 
@@ -116,3 +116,14 @@ def test_the_lean_optimizer_steps_bit_for_bit_as_torch(name, kw):
             opt.step()
         params.append(p.detach())
     assert torch.equal(params[0], params[1])
+
+
+def test_analyse_lists_its_kinds_and_names_an_unknown_one():
+    from click.testing import CliRunner
+
+    from neurocl.cli import main
+
+    res = CliRunner().invoke(main, ["analyse", "--help"])
+    assert res.exit_code == 0 and "psychometric" in res.output
+    res = CliRunner().invoke(main, ["analyse", "psychometrc", "x"])
+    assert res.exit_code == 2 and "unknown analysis 'psychometrc' (did you mean 'psychometric'?)" in res.output

@@ -184,6 +184,14 @@ def test_ei_network_learns_the_decision_task_through_the_runner(tmp_path):
     assert curve.p_right[0] < 0.1 and curve.p_right[-1] > 0.9
     assert np.all(np.diff(curve.p_right) > -0.1)  # monotone up to sampling noise
     assert curve.fit.slope > 0.1 and abs(curve.fit.bias) < 12.8  # seeds 0-5: 0.28-0.37, |bias| < 8
+    # The same from the command line: neurocl analyse psychometric RUN (one task: one curve).
+    from click.testing import CliRunner
+
+    from neurocl.cli import main
+
+    res = CliRunner().invoke(main, ["analyse", "psychometric", str(rd.path), "--figure", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(f"after {task.name}: slope {curve.fit.slope:.3f} /%") and (tmp_path / "p.png").is_file()
 
 
 def test_shipped_cognitive_protocols_load_and_differ_only_in_their_rule():

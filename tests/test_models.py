@@ -127,8 +127,10 @@ def test_load_model_reads_a_run_its_checkpoints_and_says_what_is_wrong(tmp_path)
     assert torch.equal(out(first), out(model_after_task(rd.path, 0)))
     assert not torch.equal(out(first), out(last))
     assert "64 units (51 E, 13 I)" in repr(last) and "n_in=8" in repr(last)
-    with pytest.raises(FileNotFoundError, match="task-005.pt is missing .*task-000.pt, task-001.pt"):
+    with pytest.raises(FileNotFoundError, match="task-005.pt is missing .*task-000.pt, task-001.pt") as err:
         neurocl.load_model(rd.path, task=5)
+    # Not a dead end on a finished run: the command that trains it again with every boundary.
+    assert f"neurocl run {rd.path / 'config.json'} execution.keep_checkpoints=all --out" in str(err.value)
     with pytest.raises(ValueError, match="not a stored run"):
         neurocl.load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -17,9 +17,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 import pandas as pd
 import torch
+
+from .kinds import ANALYSES
 
 LEFT, RIGHT = 1, 2  # output classes of the first and second response of a two-choice task
 
@@ -174,20 +177,33 @@ def run_curves(run_dir: str | Path, task: int = 0, after: list[int] | None = Non
             for i in dict.fromkeys(after)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Psychometric curves of a stored cognitive run's decision task.")
-    ap.add_argument("run_dir")
-    ap.add_argument("--task", type=int, default=0, help="the decision task's index (default 0)")
-    ap.add_argument("--figure", help="also draw the curves to this file (png, pdf, svg)")
-    args = ap.parse_args(argv)
-    curves = run_curves(args.run_dir, args.task)
+@click.command("psychometric")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--task", type=int, default=0, show_default=True, help="The decision task's index.")
+@click.option("--after", type=int, multiple=True,
+              help="Curves after training these tasks (repeatable). Default: the task itself and the last.")
+@click.option("--figure", type=click.Path(dir_okay=False), help="Also draw the curves to this file (png, pdf, svg).")
+def psychometric_cmd(run_dir: str, task: int, after: tuple[int, ...], figure: str | None) -> None:
+    """Psychometric curves (choice against signed coherence, logistic fit) of a stored cognitive
+    run's decision task, after training it and after the last task."""
+    try:
+        curves = run_curves(run_dir, task, list(after) or None)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
     for label, c in curves.items():
-        print(f"{label}: slope {c.fit.slope:.3f} /%, bias {c.fit.bias:+.2f}%, no response {c.no_response:.3f}")
-        print(c.to_frame().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if args.figure:
-        plot_psychometric(curves).savefig(args.figure, bbox_inches="tight")
+        click.echo(f"{label}: slope {c.fit.slope:.3f} /%, bias {c.fit.bias:+.2f}%, no response {c.no_response:.3f}")
+        click.echo(c.to_frame().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if figure:
+        plot_psychometric(curves).savefig(figure, bbox_inches="tight")
+        click.echo(f"wrote {figure}")
+
+
+ANALYSES.register(psychometric_cmd, name="psychometric")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m neurocl.analysis.psychometric``, the same as ``neurocl analyse psychometric``."""
+    psychometric_cmd.main(args=argv, prog_name="neurocl analyse psychometric")
 
 
 if __name__ == "__main__":
