@@ -209,3 +209,29 @@ def test_shipped_cognitive_protocols_load_and_differ_only_in_their_rule():
         proto = load_protocol(path)
         assert strip(proto) == strip(base), path.name
         assert [r.name for r in proto.rules] == [path.stem.split("-")[-1]]
+
+
+def test_a_task_of_your_own_is_an_env_by_import_path(tmp_path):
+    """env: module:Class takes a TrialEnv subclass nobody registered; example_trials shows its
+    trials as a protocol's task sees them; mistakes name the env and what is wrong."""
+    from neurocl.data.cognitive import example_trials
+    from neurocl.data.errors import DataError
+
+    t = example_trials("custom_envs:LeftRight", {"dt": 100}, n=4, seed=1)
+    for ob, gt, (start, end), info in zip(t.ob, t.gt, t.response, t.info):
+        assert ob.shape == (7, 3) and list(gt[:5]) == [0] * 5 and set(gt[5:]) == {info["ground_truth"]}
+        assert (start, end) == (5, 7) and ob[2, info["ground_truth"]] == 1 and ob[6, 0] == 0
+    assert [i["ground_truth"] for i in example_trials("custom_envs:LeftRight", n=4, seed=1).info] == \
+        [i["ground_truth"] for i in t.info]  # seeded
+    p = tmp_path / "own.yaml"
+    p.write_text("name: own\ndataset: {name: cognitive, max_train: 64, max_test: 32}\n"
+                 "tasks: [{env: 'custom_envs:LeftRight', env_kwargs: {dt: 100}}]\n"
+                 "model: {preset: ei-rnn-64, n_in: 4, output: all, dt: 100, tau: 200}\n"
+                 "training: {epochs: 1}\nexecution: {progress: none}\n")
+    rd = run_protocol(p, tmp_path / "out")
+    assert load_run(rd.path)["summary"]["task_names"] == ["LeftRight"]
+    for env, message in (("custom_envs:NotATask", "NotATask is not a subclass of neurogym.TrialEnv"),
+                         ("custom_envs:Missing", "custom_envs has no Missing"),
+                         ("no_such_module:Env", "cannot import no_such_module")):
+        with pytest.raises(DataError, match=message):
+            example_trials(env)

@@ -86,8 +86,34 @@ def known_envs() -> list[str]:
     return sorted(ALL_EXTENDED_ENVS)
 
 
+def custom_env_class(name: str):
+    """The TrialEnv subclass a ``"package.module:ClassName"`` names (a task of your own, written
+    as NeuroGym's are); DataError saying what is wrong otherwise."""
+    import importlib
+
+    _neurogym()
+    module_name, _, class_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise DataError(f"env '{name}': cannot import {module_name} ({err}); the module must be importable "
+                        f"(installed, or on PYTHONPATH)") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise DataError(f"env '{name}': {module_name} has no {class_name}")
+    from neurogym.core import TrialEnv
+
+    if not (isinstance(cls, type) and issubclass(cls, TrialEnv)):
+        raise DataError(f"env '{name}': {class_name} is not a subclass of neurogym.TrialEnv")
+    return cls
+
+
 def env_id(name: str) -> str:
-    """A NeuroGym id from a name with or without its ``-v0`` suffix."""
+    """A NeuroGym id from a name with or without its ``-v0`` suffix, or ``"module:Class"`` for
+    a TrialEnv subclass of your own (checked, returned as it is)."""
+    if ":" in name:
+        custom_env_class(name)
+        return name
     ids = known_envs()
     for candidate in (name, f"{name}-v0"):
         if candidate in ids:
@@ -104,7 +130,10 @@ def make_env(name: str, kwargs: Mapping[str, Any] | None = None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gymnasium's notes about envs without render modes
-            env = ngym.make(eid, **dict(kwargs or {})).unwrapped
+            if ":" in eid:
+                env = custom_env_class(eid)(**dict(kwargs or {}))
+            else:
+                env = ngym.make(eid, **dict(kwargs or {})).unwrapped
     except (TypeError, ValueError, KeyError) as err:  # what the env constructors raise on bad kwargs
         raise DataError(f"{eid}: bad env_kwargs: {err}") from err
     if not hasattr(env, "new_trial"):
@@ -219,6 +248,17 @@ def _response_period(env, gt: np.ndarray, fix_action: int) -> tuple[int, int]:
     return (int(active[0]), int(active[-1]) + 1) if active.size else (len(gt), len(gt))
 
 
+def example_trials(name: str, kwargs: Mapping[str, Any] | None = None, n: int = 1, seed: int = 0) -> Trials:
+    """``n`` trials of an environment (a NeuroGym name or ``"module:Class"``) as a protocol's task
+    would see them before encoding: per trial the observations (steps, channels), the target
+    action per step, the response period and the trial's conditions. To look at a task::
+
+        t = example_trials("PerceptualDecisionMaking", {"dt": 100}, seed=3)
+        t.ob[0], t.gt[0], t.response[0], t.info[0]
+    """
+    return generate_trials(make_env(name, kwargs), n, seed)
+
+
 def generate_trials(env, n: int, seed: int) -> Trials:
     """``n`` trials from ``env`` seeded with ``seed`` (its RNG and its timing distributions)."""
     env.seed(seed)
@@ -297,7 +337,7 @@ def encode_trials(trials: Trials, layout: Layout, task: int, steps: int, split: 
 # ---------------------------------------------------------------------------- protocols
 def _task_names(proto, layout: Layout) -> list[str]:
     """Given names, else the environment's (with the task index when an environment repeats)."""
-    envs = [s.env_id.removesuffix("-v0") for s in layout.specs]
+    envs = [s.env_id.removesuffix("-v0").rpartition(":")[2] for s in layout.specs]
     return [t.name or (e if envs.count(e) == 1 else f"{e}-{i}") for i, (t, e) in enumerate(zip(proto.tasks, envs))]
 
 
