@@ -68,9 +68,10 @@ def test_lazy_table_matches_each_command(name):
 
 def test_the_package_loads_its_api_on_first_use():
     code = ("import sys, neurocl; before = 'torch' in sys.modules; m = neurocl.build_model('ei-rnn-64'); "
-            "from neurocl import simulate; print(before, type(m).__name__, callable(simulate))")
+            "from neurocl import simulate; print(before, type(m).__name__, callable(simulate), "
+            "all(callable(getattr(neurocl, n)) for n in neurocl.__all__ if n != '__version__'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "EIRNN", "True"]
+    assert out == ["False", "EIRNN", "True", "True"]
 
 
 RUN_PROBE = """
