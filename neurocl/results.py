@@ -39,6 +39,11 @@ def load(root: str | Path, include_unfinished: bool = False) -> pd.DataFrame:
         if not rd.metrics.exists():
             continue
         m = pd.read_parquet(rd.metrics)
+        names = json.loads(rd.summary.read_text()).get("task_names") if rd.summary.exists() else None
+        if names and "eval_task" in m:
+            # The evaluated task's name (the protocol's, or derived from its classes or env);
+            # runs stored before names were recorded have none, and figures then say "task j".
+            m["eval_task_name"] = m["eval_task"].map(lambda j: names[int(j)] if pd.notna(j) and 0 <= int(j) < len(names) else None)
         cfg = flatten(json.loads(rd.config.read_text()), "config.")
         m.insert(0, "run_id", rd.id)
         m.insert(1, "status", status)

@@ -66,3 +66,24 @@ def test_panel_titles_break_long_labels_after_commas():
     assert title.split("\n") == ["r5-fashion, rules=joint,", "dataset.max_train=8000 (n=3)"]
     assert title.replace(",\n", ", ") == label
     assert panel_title("r5-naive (n=3)") == "r5-naive (n=3)"
+
+
+def test_accuracy_figures_name_the_tasks_as_the_protocol_does(tmp_path):
+    from sweep_fixtures import TINY_PROTOCOL
+
+    from neurocl.figures.accuracy import accuracy_curves, accuracy_matrix
+    from neurocl.results import load
+    from neurocl.run import run_protocol
+
+    p = tmp_path / "named.yaml"
+    p.write_text(TINY_PROTOCOL.replace("  - classes: [0, 1]", "  - {classes: [0, 1], name: zeros-and-ones}"))
+    run_protocol(p, tmp_path / "out", ["execution.progress=none"])
+    df = data.prepare(load(tmp_path / "out"))
+    assert data.task_labels(df) == {0: "zeros-and-ones", 1: "2-3"}
+    (curves,) = accuracy_curves(df)
+    legend = curves.figure.axes[0].get_legend_handles_labels()[1]
+    assert legend == ["task 0: zeros-and-ones", "task 1: 2-3"]
+    (matrix,) = accuracy_matrix(df)
+    assert [t.get_text() for t in matrix.figure.axes[0].get_xticklabels()] == ["zeros-and-ones", "2-3"]
+    # A store written before task names were recorded: indices, as before.
+    assert data.task_labels(df.drop(columns="eval_task_name")) == {}

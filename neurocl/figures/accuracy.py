@@ -28,12 +28,13 @@ def accuracy_curves(df: pd.DataFrame, art=None) -> list[Output]:
     nrows, ncols = grid_shape(len(conds))
     fig, axes = new_figure(nrows, ncols, sharey=True)
     n_tasks = int(acc["eval_task"].max()) + 1
+    names = D.task_labels(acc)
     for ax, cond in zip(axes.ravel(), conds):
         s = stats[stats.condition == cond]
         for j in range(n_tasks):
             line = s[s.eval_task == j]
             x, m, sd = line["global_epoch"].to_numpy(), line["mean"].to_numpy(), line["std"].to_numpy()
-            (h,) = ax.plot(x, m, marker="o", label=f"task {j}")
+            (h,) = ax.plot(x, m, marker="o", label=f"task {j}" + (f": {names[j]}" if j in names else ""))
             if np.isfinite(sd).any():
                 ax.fill_between(x, m - np.nan_to_num(sd), m + np.nan_to_num(sd), color=h.get_color(), alpha=0.2, linewidth=0)
         # Boundaries from one run of the condition: all its seeds share the schedule.
@@ -71,6 +72,7 @@ def accuracy_matrix(df: pd.DataFrame, art=None) -> list[Output]:
     scale = max(1.0, n / 5)  # keep cells legible for long task sequences
     fig, axes = new_figure(nrows, ncols, width=scale, height=scale * 1.15)
     image = None
+    names = D.task_labels(df[df.metric == "acc"])
     for ax, cond in zip(axes.ravel(), conds):
         s = stats[stats.condition == cond]
         R = np.full((n, n), np.nan)
@@ -80,6 +82,11 @@ def accuracy_matrix(df: pd.DataFrame, art=None) -> list[Output]:
         ticks = np.arange(n)
         ax.set_xticks(ticks)
         ax.set_yticks(ticks)
+        if names:  # the tasks' names (long ones slanted so that they do not overlap)
+            labels = [names.get(j, str(j)) for j in range(n)]
+            slant = max(map(len, labels)) > 3
+            ax.set_xticklabels(labels, rotation=45 if slant else 0, ha="right" if slant else "center")
+            ax.set_yticklabels(labels)
         ax.set_xlabel("evaluated on task j")
         ax.set_ylabel("after training task i")
         n_seeds = int(s["n_seeds"].max())

@@ -226,6 +226,15 @@ def runs(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates("run_id")[cols].sort_values(["condition_order", "seed", "run_id"], kind="mergesort").reset_index(drop=True)
 
 
+def task_labels(df: pd.DataFrame) -> dict[int, str]:
+    """Task index -> the name its runs gave it (first run; stores without names: empty)."""
+    if "eval_task_name" not in df or df["eval_task_name"].isna().all():
+        return {}
+    named = df.dropna(subset=["eval_task", "eval_task_name"])
+    named = named[named.run_id == named.run_id.min()]
+    return {int(j): str(n) for j, n in zip(named["eval_task"], named["eval_task_name"])}
+
+
 def conditions(df: pd.DataFrame) -> list[str]:
     """Condition labels in their display order."""
     r = df.drop_duplicates("condition")[["condition", "condition_order"]]
