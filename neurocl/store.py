@@ -138,6 +138,11 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     attempts = property(lambda self: self.path / "attempts.json")  # one record per start by a sweep
     histograms = property(lambda self: self.path / "histograms.parquet")
+    analyses = property(lambda self: self.path / "analyses")  # what `neurocl analyse` writes
+
+    def analysis(self, kind: str, suffix: str = ".csv") -> Path:
+        """The file of one analysis of this run (``analyses/<kind>.csv``)."""
+        return self.analyses / f"{kind}{suffix}"
     activity = property(lambda self: self.path / "activity.npz")
     weights_dir = property(lambda self: self.path / "weights")
 

@@ -5,4 +5,4 @@ from __future__ import annotations
 
 from ..registry import Registry
 
-ANALYSES: Registry = Registry("analysis", modules=("neurocl.analysis.psychometric",))
+ANALYSES: Registry = Registry("analysis", modules=("neurocl.analysis.psychometric", "neurocl.analysis.subspaces"))
