@@ -5,4 +5,5 @@ from __future__ import annotations
 
 from ..registry import Registry
 
-ANALYSES: Registry = Registry("analysis", modules=("neurocl.analysis.psychometric", "neurocl.analysis.subspaces"))
+ANALYSES: Registry = Registry("analysis", modules=("neurocl.analysis.psychometric", "neurocl.analysis.subspaces",
+                                                     "neurocl.analysis.lesions"))
