@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import torch
+from analysis_fixtures import kept_run
 from click.testing import CliRunner
 
 import neurocl
 from neurocl.analysis.lesions import lesioned, unit_groups
 from neurocl.cli import main
-from neurocl.run import run_protocol
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _z(model, u):
@@ -39,9 +37,7 @@ def test_a_lesion_of_units_that_send_nothing_changes_nothing():
 
 
 def test_analyse_lesions_on_a_run(tmp_path):
-    rd = run_protocol(REPO / "protocols" / "split-digits.yaml", tmp_path / "out",
-                      ["tasks=[{classes: [0, 1]}, {classes: [2, 3]}]", "training.epochs=3",
-                       "execution.keep_checkpoints=all", "execution.progress=none"])
+    rd = kept_run(tmp_path, pairs=2, epochs=3)
     res = CliRunner().invoke(main, ["analyse", "lesions", str(rd.path)])
     assert res.exit_code == 0, res.output
     table = pd.read_csv(rd.path / "analyses" / "lesions.csv")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from analysis_fixtures import kept_run
 from click.testing import CliRunner
 
 from neurocl.analysis.subspaces import activity_subspace, linear_cka, principal_angles
 from neurocl.cli import main
-from neurocl.run import run_protocol
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_principal_angles_of_constructed_subspaces():
@@ -44,9 +42,7 @@ def test_linear_cka_known_answers():
 
 
 def test_analyse_subspaces_on_a_run(tmp_path):
-    rd = run_protocol(REPO / "protocols" / "split-digits.yaml", tmp_path / "out",
-                      ["tasks=[{classes: [0, 1]}, {classes: [2, 3]}, {classes: [4, 5]}]", "training.epochs=2",
-                       "execution.keep_checkpoints=all", "execution.progress=none"])
+    rd = kept_run(tmp_path, pairs=3, epochs=2)
     res = CliRunner().invoke(main, ["analyse", "subspaces", str(rd.path), "--trials", "50"])
     assert res.exit_code == 0, res.output
     angles = pd.read_csv(rd.path / "analyses" / "subspaces-angles.csv")

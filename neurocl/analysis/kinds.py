@@ -6,4 +6,4 @@ from __future__ import annotations
 from ..registry import Registry
 
 ANALYSES: Registry = Registry("analysis", modules=("neurocl.analysis.psychometric", "neurocl.analysis.subspaces",
-                                                     "neurocl.analysis.lesions"))
+                                                     "neurocl.analysis.lesions", "neurocl.analysis.task_variance"))
