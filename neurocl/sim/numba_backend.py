@@ -44,12 +44,11 @@ class NumbaBackend(Backend):
 
     def simulate(self, model, u, noise: Any, seed: int | None, record: tuple[str, ...]) -> dict:
         import numba
-
-        from .kernels import ACTIVATION_CODES, NOISE_GIVEN, NOISE_KERNEL, NOISE_OFF, forward_kernel, stream_key
-        from .simulate import random_seed
-        from .train_kernel import leak_arrays, single_threaded_blas
-
         import torch
+
+        from .kernels import ACTIVATION_CODES, forward_kernel
+        from .simulate import random_seed
+        from .train_kernel import leak_arrays, noise_spec, single_threaded_blas
 
         c = model.config
         dtype = u.dtype.type
@@ -60,25 +59,14 @@ class NumbaBackend(Backend):
                                 for p in (model.b_rec, model.b_out, model.x0))
         batch, steps, _ = u.shape
         leak = leak_arrays(model)
+        spec = noise_spec({"seed": random_seed(seed)} if noise is None else noise, dtype)
         empty = np.empty((0, 0, 0), dtype=dtype)
-        xi_in = xi_rec = empty
-        key_in = key_rec = np.uint64(0)
-        if noise is None:
-            mode = NOISE_KERNEL
-            s = np.uint64(random_seed(seed))
-            key_in, key_rec = np.uint64(stream_key(s, 0)), np.uint64(stream_key(s, 1))
-        elif noise is False:
-            mode = NOISE_OFF
-        else:
-            mode = NOISE_GIVEN
-            xi_in = np.ascontiguousarray(np.asarray(noise["in"], dtype=dtype))
-            xi_rec = np.ascontiguousarray(np.asarray(noise["rec"], dtype=dtype))
         xs = np.empty((batch, steps, c.n), dtype=dtype) if "x" in record else empty
         rs = np.empty((batch, steps, c.n), dtype=dtype) if "r" in record else empty
         zs = np.empty((batch, steps, c.n_out), dtype=dtype)
         with single_threaded_blas():
             forward_kernel(
-                u, xi_in, xi_rec, key_in, key_rec, mode,
+                u, spec["xi_in"], spec["xi_rec"], spec["key_in"], spec["key_rec"], spec["mode"],
                 dtype(math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in), leak["rec_scale"],
                 bool(c.rectify_inputs), w["W_in"], w["W_rec"], w["W_out"], b_rec, b_out, x0,
                 leak["alpha"], leak["keep"], ACTIVATION_CODES[c.activation], max(1, min(numba.get_num_threads(), batch)),

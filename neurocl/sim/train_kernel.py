@@ -558,25 +558,10 @@ def _prepare(model, u: torch.Tensor, noise: Any):
     w = model.effective_weights()
     dtype = np.dtype(c.dtype)
     batch = u.shape[0]
-    empty = _empty3(dtype)
-    spec = {
-        "xi_in": empty, "xi_rec": empty, "key_in": np.uint64(0), "key_rec": np.uint64(0),
-        "mode": NOISE_OFF,
-        "in_scale": math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in,
-    }
     if noise is None and model.noise:
         noise = {"seed": int(torch.randint(0, 2**62, (), dtype=torch.int64))}
-    if isinstance(noise, dict) and "seed" in noise:
-        seed = np.uint64(int(noise["seed"]) % 2**64)
-        spec.update(mode=NOISE_KERNEL, key_in=np.uint64(stream_key(seed, 0)), key_rec=np.uint64(stream_key(seed, 1)))
-    elif isinstance(noise, dict):
-        spec.update(
-            mode=NOISE_GIVEN,
-            xi_in=np.ascontiguousarray(noise["in"].detach().cpu().numpy().astype(dtype, copy=False)),
-            xi_rec=np.ascontiguousarray(noise["rec"].detach().cpu().numpy().astype(dtype, copy=False)),
-        )
-    elif noise is not None and noise is not False:
-        raise TypeError(f"noise must be None, False or a dict, not {type(noise).__name__}")
+    spec = noise_spec(noise, dtype)
+    spec["in_scale"] = math.sqrt(2 * c.tau_in / c.dt) * c.sigma_in
     spec["b_out"] = _np(model.b_out)
     leak = leak_arrays(model)
     spec["rec_scale"] = leak["rec_scale"]
@@ -586,6 +571,25 @@ def _prepare(model, u: torch.Tensor, noise: Any):
         n_chunks=_n_chunks(batch), w_out=_np(w["W_out"]),
     )
     return w, spec, tape
+
+
+def noise_spec(noise: Any, dtype) -> dict[str, Any]:
+    """How the forward kernel gets its noise: ``{"seed": s}`` draws it inside from s's streams;
+    a dict ``{"in", "rec"}`` of standard normals (tensors or arrays) gives it; None or False
+    switches it off. Returns the kernel's mode, keys and arrays."""
+    dtype = np.dtype(dtype)
+    empty = _empty3(dtype)
+    spec = {"xi_in": empty, "xi_rec": empty, "key_in": np.uint64(0), "key_rec": np.uint64(0), "mode": NOISE_OFF}
+    if isinstance(noise, dict) and "seed" in noise:
+        seed = np.uint64(int(noise["seed"]) % 2**64)
+        spec.update(mode=NOISE_KERNEL, key_in=np.uint64(stream_key(seed, 0)), key_rec=np.uint64(stream_key(seed, 1)))
+    elif isinstance(noise, dict):
+        arrays = {k: noise[k].detach().cpu().numpy() if isinstance(noise[k], torch.Tensor) else noise[k] for k in ("in", "rec")}
+        spec.update(mode=NOISE_GIVEN, xi_in=np.ascontiguousarray(np.asarray(arrays["in"], dtype=dtype)),
+                    xi_rec=np.ascontiguousarray(np.asarray(arrays["rec"], dtype=dtype)))
+    elif noise is not None and noise is not False:
+        raise TypeError(f"noise must be None, False or a dict, not {type(noise).__name__}")
+    return spec
 
 
 def leak_arrays(model) -> dict[str, Any]:
