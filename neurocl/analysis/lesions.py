@@ -12,14 +12,13 @@ scenario's output masks, exactly as the runner evaluates it (``evaluation.Evalua
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import click
 import pandas as pd
 import torch
 
-from .kinds import ANALYSES
+from .kinds import ANALYSES, run_tasks, write_table
 
 
 def lesioned(model, units: list[int]):
@@ -68,16 +67,13 @@ def task_accuracies(model, proto, tasks) -> list[float]:
 def run_lesions(run_dir: str | Path, groups: dict[str, list[int]] | None = None) -> pd.DataFrame:
     """One row per kept task boundary, lesioned group and evaluated task: the accuracy and its
     drop against the intact network."""
-    from ..data.sequence import build_tasks
     from ..models import load_model
-    from ..protocol import load_protocol
     from ..store import RunDir
 
     rd = RunDir(run_dir)
-    proto = load_protocol(json.loads(rd.config.read_text()))
+    proto, tasks = run_tasks(rd.path)
     if any(r.name == "supermask" for r in proto.rules):
         raise click.ClickException("lesions of supermask runs are not supported (their predictions go through the masks)")
-    tasks, _ = build_tasks(proto)
     rows = []
     for k, task in enumerate(tasks):
         if not rd.checkpoint(k).is_file():
@@ -99,15 +95,11 @@ def lesions_cmd(run_dir: str) -> None:
     """Accuracy on each task with the E or the I units silenced (their outgoing synapses cut),
     after every task boundary the run kept (all of them with execution.keep_checkpoints: all).
     Writes RUN/analyses/lesions.csv."""
-    from ..store import RunDir, atomic_write_text
-
     table = run_lesions(run_dir)
-    rd = RunDir(run_dir)
-    rd.analyses.mkdir(exist_ok=True)
-    atomic_write_text(rd.analysis("lesions"), table.to_csv(index=False, float_format="%.6g"))
+    path = write_table(run_dir, "lesions", table)
     wide = table.pivot_table(index=["after_task", "group"], columns="eval_task", values="accuracy", sort=False)
     click.echo(wide.to_string(float_format=lambda v: f"{v:.3f}"))
-    click.echo(f"wrote {rd.analysis('lesions')}")
+    click.echo(f"wrote {path}")
 
 
 ANALYSES.register(lesions_cmd, name="lesions")

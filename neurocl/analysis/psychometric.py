@@ -12,7 +12,6 @@ kept fixating instead is reported separately (``no_response``). The curve is the
 
 from __future__ import annotations
 
-import json
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .kinds import ANALYSES
+from .kinds import ANALYSES, run_tasks
 
 LEFT, RIGHT = 1, 2  # output classes of the first and second response of a two-choice task
 
@@ -166,12 +165,7 @@ def run_curves(run_dir: str | Path, task: int = 0, after: list[int] | None = Non
 
     The test trials are rebuilt from the run's stored configuration (same seed, same trials).
     """
-    from ..protocol import load_protocol
-    from ..data.sequence import build_tasks
-    from ..store import RunDir
-
-    config = json.loads(RunDir(run_dir).config.read_text())
-    tasks, _ = build_tasks(load_protocol(config))
+    _, tasks = run_tasks(run_dir)
     after = [task, len(tasks) - 1] if after is None else after
     return {f"after {tasks[i].name}": psychometric_curve(model_after_task(run_dir, i), tasks[task], seed=seed)
             for i in dict.fromkeys(after)}

@@ -15,14 +15,13 @@ others', and how far a task's activity moved while later tasks were learnt.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import numpy as np
 import pandas as pd
 
-from .kinds import ANALYSES
+from .kinds import ANALYSES, run_tasks, test_rates, write_table
 
 
 def principal_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -58,21 +57,17 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _rates(model, split, max_trials: int) -> np.ndarray:
-    from ..sim.simulate import simulate
-
-    out = simulate(model, split.x[:max_trials].numpy(), backend="auto", noise=False, record=("r",))
-    return out["r"].reshape(-1, out["r"].shape[-1])  # (trials x steps, units)
+    r = test_rates(model, split, max_trials)
+    return r.reshape(-1, r.shape[-1])  # (trials x steps, units)
 
 
 def run_subspaces(run_dir: str | Path, variance: float = 0.9, max_trials: int = 200) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(angles, drift) of a stored run of the E/I network (see the module docstring)."""
-    from ..data.sequence import build_tasks
     from ..models import load_model
-    from ..protocol import load_protocol
     from ..store import RunDir
 
     rd = RunDir(run_dir)
-    tasks, _ = build_tasks(load_protocol(json.loads(rd.config.read_text())))
+    _, tasks = run_tasks(rd.path)
     final = load_model(rd.path)
     rates = [_rates(final, t.test, max_trials) for t in tasks]
     bases = [activity_subspace(r, variance) for r in rates]
@@ -103,19 +98,14 @@ def subspaces_cmd(run_dir: str, variance: float, trials: int) -> None:
     """Principal angles between the tasks' activity subspaces after the last task, and how far
     each task's activity moved since its own training (CKA; needs execution.keep_checkpoints:
     all). Writes RUN/analyses/subspaces-angles.csv and subspaces-drift.csv."""
-    from ..store import RunDir, atomic_write_text
-
     angles, drift = run_subspaces(run_dir, variance, trials)
-    rd = RunDir(run_dir)
-    rd.analyses.mkdir(exist_ok=True)
-    for name, table in (("subspaces-angles", angles), ("subspaces-drift", drift)):
-        atomic_write_text(rd.analysis(name), table.to_csv(index=False, float_format="%.6g"))
+    paths = [write_table(run_dir, name, table) for name, table in (("subspaces-angles", angles), ("subspaces-drift", drift))]
     click.echo(angles.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     if drift.empty:
         click.echo("(no drift: the run kept only its last checkpoint; execution.keep_checkpoints: all keeps every one)")
     else:
         click.echo(drift.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    click.echo(f"wrote {rd.analysis('subspaces-angles')} and {rd.analysis('subspaces-drift')}")
+    click.echo(f"wrote {paths[0]} and {paths[1]}")
 
 
 ANALYSES.register(subspaces_cmd, name="subspaces")

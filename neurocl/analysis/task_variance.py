@@ -16,14 +16,13 @@ checkpoint, each cluster's size, E/I make-up and mean normalised variance per ta
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import numpy as np
 import pandas as pd
 
-from .kinds import ANALYSES
+from .kinds import ANALYSES, run_tasks, test_rates, write_table
 
 
 def task_variance(r: np.ndarray) -> np.ndarray:
@@ -59,21 +58,17 @@ def cluster_units(x: np.ndarray, k_max: int = 8, seed: int = 0) -> tuple[np.ndar
 def run_task_variance(run_dir: str | Path, max_trials: int = 200, k_max: int = 8) -> pd.DataFrame:
     """One row per kept checkpoint, active unit and task: its variance, normalised variance,
     cluster (per checkpoint) and population (E or I)."""
-    from ..data.sequence import build_tasks
     from ..models import load_model
-    from ..protocol import load_protocol
-    from ..sim.simulate import simulate
     from ..store import RunDir
 
     rd = RunDir(run_dir)
-    tasks, _ = build_tasks(load_protocol(json.loads(rd.config.read_text())))
+    _, tasks = run_tasks(rd.path)
     rows = []
     for k, boundary in enumerate(tasks):
         if not rd.checkpoint(k).is_file():
             continue
         model = load_model(rd.path, task=k)
-        tv = np.stack([task_variance(simulate(model, t.test.x[:max_trials].numpy(), backend="auto", noise=False,
-                                              record=("r",))["r"]) for t in tasks], axis=1)
+        tv = np.stack([task_variance(test_rates(model, t.test, max_trials)) for t in tasks], axis=1)
         normalised, active = normalise(tv)
         labels, score = cluster_units(normalised, k_max) if len(active) > 2 else (np.zeros(len(active), dtype=int), np.nan)
         sign = model.sign.numpy() if hasattr(model, "sign") else np.ones(model.config.n)
@@ -92,12 +87,8 @@ def run_task_variance(run_dir: str | Path, max_trials: int = 200, k_max: int = 8
 def variance_cmd(run_dir: str, trials: int, k_max: int) -> None:
     """Task variance of every unit and clusters of units (Yang et al. 2019) after every kept task
     boundary; E and I units counted apart. Writes RUN/analyses/task-variance.csv."""
-    from ..store import RunDir, atomic_write_text
-
     table = run_task_variance(run_dir, trials, k_max)
-    rd = RunDir(run_dir)
-    rd.analyses.mkdir(exist_ok=True)
-    atomic_write_text(rd.analysis("task-variance"), table.to_csv(index=False, float_format="%.6g"))
+    path = write_table(run_dir, "task-variance", table)
     for boundary, part in table.groupby("after_task", sort=False):
         units = part.drop_duplicates("unit")
         click.echo(f"after {boundary}: {len(units)} active units, {units.cluster.nunique()} clusters "
@@ -105,7 +96,7 @@ def variance_cmd(run_dir: str, trials: int, k_max: int) -> None:
         summary = part.pivot_table(index="cluster", columns="task", values="normalised", aggfunc="mean", sort=False)
         make_up = units.groupby("cluster").population.value_counts().unstack(fill_value=0)
         click.echo(summary.join(make_up).to_string(float_format=lambda v: f"{v:.2f}"))
-    click.echo(f"wrote {rd.analysis('task-variance')}")
+    click.echo(f"wrote {path}")
 
 
 ANALYSES.register(variance_cmd, name="variance")
